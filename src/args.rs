@@ -1,0 +1,1 @@
+//! Getopt::Long-compatible argument parsing (placeholder; being written).

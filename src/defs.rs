@@ -1,0 +1,1 @@
+//! xCAT stanza definitions files and the table view of them (placeholder; being written).
