@@ -1,1 +1,32 @@
 //! The four commands. Each turns arguments into a plan, checks it, then runs it against a host.
+//!
+//! This is the only layer that talks to the [`Host`]; the modules below it get paths and values.
+
+// WIP pub mod rmimage;
+
+use crate::cancel::Cancel;
+use crate::host::{Host, HostExt};
+use crate::protocol::Request;
+
+/// The commands xcatd may hand to the engine.
+pub const COMMANDS: &[&str] = &["genimage", "packimage", "imgexport", "rmimage"];
+
+/// Runs one request to completion. Every outcome is reported through `host`; the caller reads
+/// the final errorcode from [`Host::errorcode`].
+pub fn run(req: &Request, host: &mut dyn Host, cancel: &Cancel) {
+    log::info!("{} {:?}", req.command, req.args);
+    let _ = cancel; // WIP
+    match req.command.as_str() {
+        // WIP rmimage
+        "genimage" | "packimage" | "imgexport" => host.error(format!(
+            "{} is not available in this version of xcat-imaged; remove the site key \
+             imagehandler (chtab -d key=imagehandler site) to use xCAT's own {}",
+            req.command, req.command
+        )),
+        other => host.error(format!(
+            "xcat-imaged: unknown command \"{}\"; it handles {}",
+            other.escape_default(),
+            COMMANDS.join(", ")
+        )),
+    }
+}
