@@ -54,7 +54,9 @@ mod tests {
 
     #[test]
     fn flag_and_waiters() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let c = Cancel::new();
         assert!(!c.is_cancelled());
         let c2 = c.clone();

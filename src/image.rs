@@ -137,12 +137,19 @@ mod tests {
         assert!(component_problem("a/b").is_some());
         assert!(component_problem("a\nb").is_some());
         assert!(component_problem("a\0b").is_some());
-        assert_eq!(component_problem("a;rm -rf $x"), None, "shell text is harmless here: no shell");
+        assert_eq!(
+            component_problem("a;rm -rf $x"),
+            None,
+            "shell text is harmless here: no shell"
+        );
     }
 
     #[test]
     fn normalizing() {
-        assert_eq!(normalize_dir("/install//netboot/x/").unwrap(), PathBuf::from("/install/netboot/x"));
+        assert_eq!(
+            normalize_dir("/install//netboot/x/").unwrap(),
+            PathBuf::from("/install/netboot/x")
+        );
         assert!(normalize_dir("").is_err());
         assert!(normalize_dir("relative/dir").is_err());
         assert!(normalize_dir("/install/../etc").is_err());
@@ -156,7 +163,9 @@ mod tests {
         let install = Path::new("/install");
         let tftp = Path::new("/tftpboot");
         let prot = [install, tftp];
-        assert!(check_image_dir(Path::new("/install/netboot/rhels9/x86_64/compute"), &prot).is_ok());
+        assert!(
+            check_image_dir(Path::new("/install/netboot/rhels9/x86_64/compute"), &prot).is_ok()
+        );
         assert!(check_image_dir(Path::new("/"), &prot).is_err());
         assert!(check_image_dir(Path::new("/usr"), &prot).is_err());
         assert!(check_image_dir(Path::new("/install"), &prot).is_err());

@@ -54,11 +54,17 @@ fn install(args: &[String], out: &mut dyn Write) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let engine = std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
     let [bin, plugin, bridge] = layout(&root);
-    for ((path, mode), data) in [(bin, engine.as_slice()), (plugin, PLUGIN.as_bytes()), (bridge, BRIDGE.as_bytes())] {
+    for ((path, mode), data) in [
+        (bin, engine.as_slice()),
+        (plugin, PLUGIN.as_bytes()),
+        (bridge, BRIDGE.as_bytes()),
+    ] {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        write_atomic(&path, data, mode).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        write_atomic(&path, data, mode)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         // write_atomic keeps an existing file's mode; the engine must stay executable.
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
@@ -81,16 +87,36 @@ mod tests {
     fn installs_into_an_xcatroot() {
         let t = tempfile::tempdir().unwrap();
         let mut out = Vec::new();
-        let e = install(&["--xcatroot".into(), t.path().display().to_string()], &mut out).unwrap_err();
+        let e = install(
+            &["--xcatroot".into(), t.path().display().to_string()],
+            &mut out,
+        )
+        .unwrap_err();
         assert!(e.contains("is not an xCAT installation"), "{e}");
         std::fs::create_dir_all(t.path().join("lib/perl/xCAT_plugin")).unwrap();
-        install(&["--xcatroot".into(), t.path().display().to_string()], &mut out).unwrap();
+        install(
+            &["--xcatroot".into(), t.path().display().to_string()],
+            &mut out,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("chtab key=imagehandler site.value=imaged"), "{text}");
-        assert_eq!(std::fs::read_to_string(t.path().join("lib/perl/xCAT_plugin/imaged.pm")).unwrap(), PLUGIN);
-        assert_eq!(std::fs::read_to_string(t.path().join("lib/perl/xCAT/Imaged.pm")).unwrap(), BRIDGE);
+        assert!(
+            text.contains("chtab key=imagehandler site.value=imaged"),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("lib/perl/xCAT_plugin/imaged.pm")).unwrap(),
+            PLUGIN
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("lib/perl/xCAT/Imaged.pm")).unwrap(),
+            BRIDGE
+        );
         let md = std::fs::metadata(t.path().join("sbin/xcat-imaged")).unwrap();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777, 0o755);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777,
+            0o755
+        );
         assert!(PLUGIN.contains("site:imagehandler"));
     }
 }

@@ -38,7 +38,10 @@ fn main() -> ExitCode {
         "serve" => fail("serve takes no arguments"),
         "install-plugin" => exit(xcat_imaged::install::run(&argv[1..])),
         "--version" | "-V" | "version" => {
-            say(&format!("xcat-imaged {} (protocol v{VERSION})", env!("CARGO_PKG_VERSION")));
+            say(&format!(
+                "xcat-imaged {} (protocol v{VERSION})",
+                env!("CARGO_PKG_VERSION")
+            ));
             ExitCode::SUCCESS
         }
         "--help" | "-h" | "help" => {
@@ -46,7 +49,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         cmd if COMMANDS.contains(&cmd) => standalone(cmd, &argv[1..]),
-        other => fail(&format!("unknown mode \"{}\"\n{USAGE}", other.escape_default())),
+        other => fail(&format!(
+            "unknown mode \"{}\"\n{USAGE}",
+            other.escape_default()
+        )),
     }
 }
 
@@ -137,12 +143,16 @@ fn standalone(command: &str, args: &[String]) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(&format!("{defs_path}: {e}")),
     };
-    let environment = std::env::vars().filter(|(k, _)| k.starts_with("XCAT_")).collect();
+    let environment = std::env::vars()
+        .filter(|(k, _)| k.starts_with("XCAT_"))
+        .collect();
     let req = Request {
         v: VERSION,
         command: command.to_string(),
         args,
-        cwd: std::env::current_dir().ok().map(|d| d.to_string_lossy().into_owned()),
+        cwd: std::env::current_dir()
+            .ok()
+            .map(|d| d.to_string_lossy().into_owned()),
         user: std::env::var("USER").ok(),
         clienttype: Some("cli".to_string()),
         environment: Some(environment),

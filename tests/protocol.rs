@@ -20,7 +20,9 @@ fn usage_over_the_wire() {
     let t = s.finish(no_calls);
     assert_eq!(
         t.messages,
-        vec![ToShim::Info { text: xcat_imaged::commands::rmimage::USAGE.into() }]
+        vec![ToShim::Info {
+            text: xcat_imaged::commands::rmimage::USAGE.into()
+        }]
     );
     assert_eq!(t.done, Some(0));
     assert_eq!(t.exit, Some(0));
@@ -35,7 +37,7 @@ fn bad_first_lines_get_an_error_and_done() {
         (b"{\"type\":\"bogus\"}\n", "xcat-imaged: expected a request as the first message, got \"bogus\""),
         (b"{\"type\":\"request\",\"v\":1,\"command\":\"rmimage\",\"args\":[1]}\n", "xcat-imaged: malformed request"),
         (b"[1,2]\n", "xcat-imaged: malformed message: not a JSON object"),
-        (b"\xff\xfe\n", "xcat-imaged: malformed message: line is not UTF-8"),
+        (b"\xff\xfe\n", "xcat-imaged: line is not UTF-8"),
         (b"", "xcat-imaged: no request: stdin closed before the first line"),
         (b"{\"type\":\"request\",\"v\":1,\"command\":\"frobimage\"}\n", "xcat-imaged: unknown command \"frobimage\"; it handles genimage, packimage, imgexport, rmimage"),
     ];
@@ -46,8 +48,17 @@ fn bad_first_lines_get_an_error_and_done() {
         s.close_stdin();
         let t = s.finish(no_calls);
         let errors = t.errors();
-        assert_eq!(errors.len(), 1, "{:?}: {t:?}", String::from_utf8_lossy(line));
-        assert!(errors[0].0.starts_with(want), "{:?} vs {want:?}", errors[0].0);
+        assert_eq!(
+            errors.len(),
+            1,
+            "{:?}: {t:?}",
+            String::from_utf8_lossy(line)
+        );
+        assert!(
+            errors[0].0.starts_with(want),
+            "{:?} vs {want:?}",
+            errors[0].0
+        );
         assert_eq!(errors[0].1, 1);
         assert_eq!(t.done, Some(1));
     }
@@ -85,13 +96,25 @@ fn calls_are_answered_and_delete_goes_through_the_bridge() {
     ));
     let mut defs = d.read_defs();
     let mut s = Served::start(&d.locks());
-    s.send(&FromShim::Request(request("rmimage", &["img", "--xcatdef"])));
+    s.send(&FromShim::Request(request(
+        "rmimage",
+        &["img", "--xcatdef"],
+    )));
     let t = s.finish(crate::util::answer_from(&mut defs));
     assert_eq!(t.done, Some(0), "{t:?}");
     let methods: Vec<&str> = t.calls.iter().map(Call::method).collect();
     assert_eq!(
         methods,
-        ["site.get", "site.get", "table.get", "table.get", "table.delete", "table.delete", "table.delete", "table.delete"]
+        [
+            "site.get",
+            "site.get",
+            "table.get",
+            "table.get",
+            "table.delete",
+            "table.delete",
+            "table.delete",
+            "table.delete"
+        ]
     );
     let deleted: Vec<String> = t
         .calls
@@ -101,9 +124,20 @@ fn calls_are_answered_and_delete_goes_through_the_bridge() {
             _ => None,
         })
         .collect();
-    assert_eq!(deleted, ["osimage:img", "linuximage:img", "nimimage:img", "winimage:img"]);
+    assert_eq!(
+        deleted,
+        [
+            "osimage:img",
+            "linuximage:img",
+            "nimimage:img",
+            "winimage:img"
+        ]
+    );
     assert!(defs.objects().iter().all(|o| o.name != "img"));
-    assert_eq!(t.infos().last(), Some(&"osimage definition for img is removed successfully."));
+    assert_eq!(
+        t.infos().last(),
+        Some(&"osimage definition for img is removed successfully.")
+    );
     assert!(!dir.join("rootimg").exists());
 }
 
@@ -112,9 +146,17 @@ fn failed_calls_become_errors() {
     let l = lockdir();
     let mut s = Served::start(l.path());
     s.send(&FromShim::Request(request("rmimage", &["img"])));
-    let t = s.finish(|_| Reply { id: 0, ok: false, result: None, error: Some("Can not open site table.".into()) });
+    let t = s.finish(|_| Reply {
+        id: 0,
+        ok: false,
+        result: None,
+        error: Some("Can not open site table.".into()),
+    });
     assert_eq!(t.done, Some(1));
-    assert_eq!(t.errors(), vec![("site.get failed: Can not open site table.", 1)]);
+    assert_eq!(
+        t.errors(),
+        vec![("site.get failed: Can not open site table.", 1)]
+    );
 }
 
 #[test]
@@ -167,8 +209,15 @@ fn bad_lines_after_the_request_are_protocol_errors() {
         let t = s.finish(no_calls);
         assert_eq!(t.done, Some(1), "{:?}", String::from_utf8_lossy(line));
         let errors = t.errors();
-        assert!(errors[0].0.starts_with("xcat-imaged protocol error: "), "{errors:?}");
-        assert_eq!(errors.len(), 2, "the protocol error, then the interrupted command: {errors:?}");
+        assert!(
+            errors[0].0.starts_with("xcat-imaged protocol error: "),
+            "{errors:?}"
+        );
+        assert_eq!(
+            errors.len(),
+            2,
+            "the protocol error, then the interrupted command: {errors:?}"
+        );
     }
 }
 
@@ -180,6 +229,9 @@ fn unimplemented_commands_say_how_to_switch_back() {
         s.send(&FromShim::Request(request(cmd, &["img"])));
         let t = s.finish(no_calls);
         assert_eq!(t.done, Some(1));
-        assert!(t.errors()[0].0.contains("chtab -d key=imagehandler site"), "{t:?}");
+        assert!(
+            t.errors()[0].0.contains("chtab -d key=imagehandler site"),
+            "{t:?}"
+        );
     }
 }

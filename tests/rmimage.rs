@@ -3,7 +3,8 @@
 use crate::util::{skip, Dir};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "\nUsage:\n    rmimage [-h | --help]\n    rmimage [-V | --verbose] imagename [--xcatde]\n";
+const USAGE: &str =
+    "\nUsage:\n    rmimage [-h | --help]\n    rmimage [-V | --verbose] imagename [--xcatde]\n";
 
 fn osimage(name: &str, attrs: &[(&str, &str)]) -> String {
     let mut s = format!("{name}:\n    objtype=osimage\n    imagetype=linux\n");
@@ -35,7 +36,13 @@ fn netboot_image(d: &Dir, name: &str) -> PathBuf {
 
 fn removal_lines(dir: &Path, tftp: &Path) -> Vec<String> {
     let mut v = vec![format!("Removing directory {}/rootimg", dir.display())];
-    for f in ["kernel", "initrd-stateless.gz", "initrd-statelite.gz", "rootimg.cpio.gz", "rootimg.tar.xz"] {
+    for f in [
+        "kernel",
+        "initrd-stateless.gz",
+        "initrd-statelite.gz",
+        "rootimg.cpio.gz",
+        "rootimg.tar.xz",
+    ] {
         v.push(format!("Removing file {}/{f}", dir.display()));
     }
     v.push(format!("Removing directory {}", tftp.display()));
@@ -78,7 +85,11 @@ fn argument_errors_match_stock() {
         let o = d.run("rmimage", args);
         if err.is_empty() {
             let dir = d.install().join("netboot/rhels9/x86_64/compute");
-            assert_eq!(o.stderr, format!("Error: Image directory {} does not exist\n", dir.display()), "{args:?}");
+            assert_eq!(
+                o.stderr,
+                format!("Error: Image directory {} does not exist\n", dir.display()),
+                "{args:?}"
+            );
         } else {
             assert_eq!(o.stderr, *err, "{args:?}");
         }
@@ -97,7 +108,10 @@ fn removes_a_netboot_image_with_stock_messages() {
     let o = d.run("rmimage", &[name]);
     assert_eq!(o.stderr, "");
     assert_eq!(o.code, 0);
-    assert_eq!(o.lines(), removal_lines(&dir, &d.tftp().join("xcat/osimage").join(name)));
+    assert_eq!(
+        o.lines(),
+        removal_lines(&dir, &d.tftp().join("xcat/osimage").join(name))
+    );
     // The directory itself and files stock does not own stay.
     assert_eq!(d.tree(&dir), vec!["keepme.txt", "rootimg-statelite.gz"]);
     // The definition stays without --xcatdef.
@@ -142,7 +156,10 @@ fn name_splitting_without_definition() {
     let o = d.run("rmimage", &["sles15-ppc64le-statelite-service"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("Please be aware that the statelite image files on the diskful service nodes are not removed"));
-    assert!(o.stdout.contains(&format!("\"rsync -az --delete {} <sn>:/\"", d.install().display())));
+    assert!(o.stdout.contains(&format!(
+        "\"rsync -az --delete {} <sn>:/\"",
+        d.install().display()
+    )));
     assert!(!dir.join("rootimg").exists());
 }
 
@@ -154,7 +171,10 @@ fn flag_form_and_service_node_note() {
     d.image(&dir);
     let tftp = d.tftp().join("xcat/netboot/rhels9/x86_64/compute");
     std::fs::create_dir_all(&tftp).unwrap();
-    let o = d.run("rmimage", &["-o", "rhels9", "-a", "x86_64", "-p", "compute"]);
+    let o = d.run(
+        "rmimage",
+        &["-o", "rhels9", "-a", "x86_64", "-p", "compute"],
+    );
     assert_eq!(o.code, 0, "{o:?}");
     let mut want = removal_lines(&dir, &tftp);
     want.push(format!(
@@ -175,7 +195,8 @@ fn xcatdef_removes_the_definition_rows() {
     let name = "rhels9-x86_64-netboot-compute";
     let dir = netboot_image(&d, name);
     // A second image must survive.
-    let text = std::fs::read_to_string(d.defs_path()).unwrap() + &osimage("other", &[("osvers", "rhels8")]);
+    let text = std::fs::read_to_string(d.defs_path()).unwrap()
+        + &osimage("other", &[("osvers", "rhels8")]);
     std::fs::write(d.defs_path(), text).unwrap();
     let o = d.run("rmimage", &[name, "--xcat"]);
     assert_eq!(o.code, 0, "{o:?}");
@@ -209,11 +230,19 @@ fn sysclone_is_refused_after_lock_except_on_s390x() {
     d.image(&dir);
     d.defs(&osimage(
         "sc",
-        &[("osvers", "rhels9"), ("osarch", "x86_64"), ("profile", "sc"), ("provmethod", "sysclone")],
+        &[
+            ("osvers", "rhels9"),
+            ("osarch", "x86_64"),
+            ("profile", "sc"),
+            ("provmethod", "sysclone"),
+        ],
     ));
     let o = d.run("rmimage", &["sc"]);
     assert_eq!(o.code, 1);
-    assert_eq!(o.stderr, "Error: rmimage cannot be used to remove sysclone images for \"x86_64\" architecture\n");
+    assert_eq!(
+        o.stderr,
+        "Error: rmimage cannot be used to remove sysclone images for \"x86_64\" architecture\n"
+    );
     assert!(dir.join("rootimg/etc/hostname").exists());
 }
 
@@ -226,7 +255,9 @@ fn s390x_removes_the_whole_image_directory() {
     std::fs::write(dir.join("extra"), "x").unwrap();
     let o = d.run("rmimage", &["zvm7-s390x-raw-compute"]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains(&format!("Removing directory {}\n", dir.display())));
+    assert!(o
+        .stdout
+        .contains(&format!("Removing directory {}\n", dir.display())));
     assert!(!dir.exists());
     assert!(d.install().join("raw/zvm7/s390x").exists());
 }
@@ -279,7 +310,14 @@ fn hostile_rootimgdir_refused_and_nothing_changes() {
     let d = Dir::new();
     let victim = d.path().join("victim");
     d.image(&victim);
-    let before = d.tree(d.path());
+    std::fs::create_dir_all(d.install().join("netboot")).unwrap();
+    d.defs("");
+    let snapshot = || {
+        let mut t = d.tree(d.path());
+        t.retain(|p| !p.starts_with("locks/") && p != "defs.stanza");
+        t
+    };
+    let before = snapshot();
     let bad = [
         ("/".to_string(), "Error: Refusing to remove image files in /: / is / or a top-level directory\n".to_string()),
         ("/usr".into(), "Error: Refusing to remove image files in /usr: /usr is / or a top-level directory\n".into()),
@@ -289,7 +327,10 @@ fn hostile_rootimgdir_refused_and_nothing_changes() {
         (d.path().display().to_string(), format!("Error: Refusing to remove image files in {0}: it would contain {0}/install\n", d.path().display())),
     ];
     for (dir, err) in bad {
-        d.defs(&osimage("img", &[("rootimgdir", &dir), ("provmethod", "netboot")]));
+        d.defs(&osimage(
+            "img",
+            &[("rootimgdir", &dir), ("provmethod", "netboot")],
+        ));
         let o = d.run("rmimage", &["img"]);
         assert_eq!(o.code, 1, "{dir}");
         assert_eq!(o.stderr, err, "{dir}");
@@ -299,16 +340,15 @@ fn hostile_rootimgdir_refused_and_nothing_changes() {
     let link = d.install().join("netboot/link");
     std::fs::create_dir_all(link.parent().unwrap()).unwrap();
     std::os::unix::fs::symlink("/", &link).unwrap();
-    d.defs(&osimage("img", &[("rootimgdir", &link.display().to_string())]));
+    d.defs(&osimage(
+        "img",
+        &[("rootimgdir", &link.display().to_string())],
+    ));
     let o = d.run("rmimage", &["img"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("it resolves to /"), "{}", o.stderr);
     std::fs::remove_file(&link).unwrap();
-    let mut after = d.tree(d.path());
-    after.retain(|p| !p.starts_with("locks/"));
-    let mut before = before;
-    before.retain(|p| !p.starts_with("locks/"));
-    assert_eq!(before, after);
+    assert_eq!(before, snapshot());
 }
 
 #[test]
@@ -328,7 +368,10 @@ fn symlinks_are_never_followed() {
     assert_eq!(o.code, 0, "{o:?}");
     assert!(!dir.join("rootimg").exists());
     assert!(std::fs::symlink_metadata(dir.join("kernel")).is_err());
-    assert_eq!(std::fs::read_to_string(outside.join("precious")).unwrap(), "data");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("precious")).unwrap(),
+        "data"
+    );
 }
 
 #[test]
@@ -341,7 +384,9 @@ fn rootimg_symlink_is_removed_as_a_link() {
     std::os::unix::fs::symlink(&real, dir.join("rootimg")).unwrap();
     let o = d.run("rmimage", &[name]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.starts_with(&format!("Removing directory {}/rootimg\n", dir.display())));
+    assert!(o
+        .stdout
+        .starts_with(&format!("Removing directory {}/rootimg\n", dir.display())));
     assert!(std::fs::symlink_metadata(dir.join("rootimg")).is_err());
     assert!(real.join("etc/hostname").exists());
 }
@@ -354,7 +399,10 @@ fn missing_directory_keeps_definition() {
     std::fs::remove_dir_all(&dir).unwrap();
     let o = d.run("rmimage", &[name, "--xcatdef"]);
     assert_eq!(o.code, 1);
-    assert_eq!(o.stderr, format!("Error: Image directory {} does not exist\n", dir.display()));
+    assert_eq!(
+        o.stderr,
+        format!("Error: Image directory {} does not exist\n", dir.display())
+    );
     assert!(d.read_defs().objects().iter().any(|o| o.name == name));
 }
 
@@ -376,7 +424,8 @@ fn unremovable_files_are_reported_not_claimed() {
                 .is_ok_and(|s| s.success())
         } else {
             let mode = if on { 0o555 } else { 0o755 };
-            std::fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(mode)).is_ok()
+            std::fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .is_ok()
         }
     };
     if !pin(true) {
@@ -386,8 +435,17 @@ fn unremovable_files_are_reported_not_claimed() {
     let o = d.run("rmimage", &[name, "--xcatdef"]);
     pin(false);
     assert_eq!(o.code, 1);
-    assert!(o.stderr.contains(&format!("Error: Cannot remove {}", stuck.display())), "{}", o.stderr);
-    assert!(o.stderr.contains("Image files were not completely removed"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("Error: Cannot remove {}", stuck.display())),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("Image files were not completely removed"),
+        "{}",
+        o.stderr
+    );
     assert!(!o.stdout.contains("removed successfully"));
     assert!(d.read_defs().objects().iter().any(|o| o.name == name));
 }

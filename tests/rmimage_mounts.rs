@@ -48,7 +48,12 @@ impl Ns {
 
     fn cmd(&self, prog: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg("-t").arg(self.holder.id().to_string()).arg("-m").arg("--").arg(prog).args(args);
+        c.arg("-t")
+            .arg(self.holder.id().to_string())
+            .arg("-m")
+            .arg("--")
+            .arg(prog)
+            .args(args);
         c
     }
 
@@ -59,7 +64,8 @@ impl Ns {
 
     /// Mount points inside the namespace at or below `dir`.
     fn mounts_under(&self, dir: &Path) -> Vec<String> {
-        let text = std::fs::read(format!("/proc/{}/mountinfo", self.holder.id())).expect("mountinfo");
+        let text =
+            std::fs::read(format!("/proc/{}/mountinfo", self.holder.id())).expect("mountinfo");
         let mounts = xcat_imaged::fs::mountinfo::parse(&text).expect("parse mountinfo");
         xcat_imaged::fs::mountinfo::under(&mounts, dir)
             .iter()
@@ -90,7 +96,15 @@ fn run_engine(ns: &Ns, d: &Dir, wrapper: &[&str]) -> Output {
     let lockdir = format!("XCAT_IMAGED_LOCK_DIR={}", d.locks().display());
     let engine = bin().display().to_string();
     let mut args: Vec<&str> = wrapper.to_vec();
-    args.extend(["env", &lockdir, &engine, "rmimage", "rhels9-x86_64-netboot-compute", "--defs", &defs]);
+    args.extend([
+        "env",
+        &lockdir,
+        &engine,
+        "rmimage",
+        "rhels9-x86_64-netboot-compute",
+        "--defs",
+        &defs,
+    ]);
     Output::of(ns.cmd(Path::new(args[0]), &args[1..]))
 }
 
@@ -105,22 +119,51 @@ fn rmimage_keeps_bind_mounted_install() {
     let spaced = rootimg.join("var/dir with space");
     std::fs::create_dir_all(&bind_at).unwrap();
     std::fs::create_dir_all(&spaced).unwrap();
-    ns.must("mount", &["--bind", &sentinel.display().to_string(), &bind_at.display().to_string()]);
-    ns.must("mount", &["-t", "tmpfs", "none", &spaced.display().to_string()]);
-    ns.must("mount", &["-t", "proc", "proc", &rootimg.join("proc").display().to_string()]);
+    ns.must(
+        "mount",
+        &[
+            "--bind",
+            &sentinel.display().to_string(),
+            &bind_at.display().to_string(),
+        ],
+    );
+    ns.must(
+        "mount",
+        &["-t", "tmpfs", "none", &spaced.display().to_string()],
+    );
+    ns.must(
+        "mount",
+        &[
+            "-t",
+            "proc",
+            "proc",
+            &rootimg.join("proc").display().to_string(),
+        ],
+    );
     assert_eq!(ns.mounts_under(&rootimg).len(), 3);
     // A sibling whose name merely starts with "rootimg" is not ours to unmount (xCAT E24).
     let sibling = dir.join("rootimg2");
     std::fs::create_dir_all(&sibling).unwrap();
-    ns.must("mount", &["-t", "tmpfs", "none", &sibling.display().to_string()]);
+    ns.must(
+        "mount",
+        &["-t", "tmpfs", "none", &sibling.display().to_string()],
+    );
 
     let o = run_engine(&ns, &d, &[]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("Image files have been removed successfully"));
+    assert!(o
+        .stdout
+        .contains("Image files have been removed successfully"));
     assert!(!rootimg.exists());
-    assert_eq!(std::fs::read_to_string(sentinel.join("sub/precious")).unwrap(), "data");
+    assert_eq!(
+        std::fs::read_to_string(sentinel.join("sub/precious")).unwrap(),
+        "data"
+    );
     assert!(ns.mounts_under(&rootimg).is_empty());
-    assert_eq!(ns.mounts_under(&sibling), vec![sibling.display().to_string()]);
+    assert_eq!(
+        ns.mounts_under(&sibling),
+        vec![sibling.display().to_string()]
+    );
 }
 
 /// A mount that cannot be unmounted (locked into a less privileged namespace) makes rmimage
@@ -133,10 +176,28 @@ fn rmimage_refuses_when_a_mount_stays() {
     let rootimg = dir.join("rootimg");
     let bind_at = rootimg.join("mnt/data");
     std::fs::create_dir_all(&bind_at).unwrap();
-    ns.must("mount", &["--bind", &sentinel.display().to_string(), &bind_at.display().to_string()]);
+    ns.must(
+        "mount",
+        &[
+            "--bind",
+            &sentinel.display().to_string(),
+            &bind_at.display().to_string(),
+        ],
+    );
     let before = d.tree(d.path());
     // Mounts inherited into a new user+mount namespace are locked: umount fails there.
-    let o = run_engine(&ns, &d, &["unshare", "-U", "-m", "--map-root-user", "--propagation", "private"]);
+    let o = run_engine(
+        &ns,
+        &d,
+        &[
+            "unshare",
+            "-U",
+            "-m",
+            "--map-root-user",
+            "--propagation",
+            "private",
+        ],
+    );
     assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(
         o.stderr,
@@ -152,5 +213,8 @@ fn rmimage_refuses_when_a_mount_stays() {
     let mut before = before;
     before.retain(|p| !p.starts_with("locks/"));
     assert_eq!(before, after, "nothing may change on disk");
-    assert_eq!(std::fs::read_to_string(sentinel.join("sub/precious")).unwrap(), "data");
+    assert_eq!(
+        std::fs::read_to_string(sentinel.join("sub/precious")).unwrap(),
+        "data"
+    );
 }

@@ -44,7 +44,10 @@ pub struct Dir {
 
 impl Dir {
     pub fn new() -> Dir {
-        let tmp = tempfile::Builder::new().prefix("xcat-imaged-test").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("xcat-imaged-test")
+            .tempdir()
+            .expect("tempdir");
         let root = tmp.path().canonicalize().expect("canonical tempdir");
         for d in ["install", "tftpboot", "locks"] {
             std::fs::create_dir_all(root.join(d)).expect("mkdir");
@@ -88,7 +91,8 @@ impl Dir {
     }
 
     pub fn read_defs(&self) -> Defs {
-        Defs::parse(&std::fs::read_to_string(self.defs_path()).expect("read defs")).expect("parse defs")
+        Defs::parse(&std::fs::read_to_string(self.defs_path()).expect("read defs"))
+            .expect("parse defs")
     }
 
     /// Creates a generated image in `dir`: a small rootimg tree, kernel, initrds, archives.
@@ -99,8 +103,15 @@ impl Dir {
         }
         std::fs::write(r.join("etc/hostname"), "node\n").expect("write");
         std::fs::write(r.join("usr/bin/tool"), "#!/bin/false\n").expect("write");
+        let _ = std::fs::remove_file(r.join("bin"));
         std::os::unix::fs::symlink("usr/bin", r.join("bin")).expect("symlink");
-        for f in ["kernel", "initrd-stateless.gz", "initrd-statelite.gz", "rootimg.cpio.gz", "rootimg.tar.xz"] {
+        for f in [
+            "kernel",
+            "initrd-stateless.gz",
+            "initrd-statelite.gz",
+            "rootimg.cpio.gz",
+            "rootimg.tar.xz",
+        ] {
             std::fs::write(dir.join(f), f).expect("write");
         }
     }
@@ -112,7 +123,12 @@ impl Dir {
             let Ok(rd) = std::fs::read_dir(p) else { return };
             for e in rd.flatten() {
                 let path = e.path();
-                out.push(path.strip_prefix(base).expect("prefix").display().to_string());
+                out.push(
+                    path.strip_prefix(base)
+                        .expect("prefix")
+                        .display()
+                        .to_string(),
+                );
                 if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     walk(base, &path, out);
                 }
@@ -127,7 +143,8 @@ impl Dir {
     pub fn command(&self, cmd: &str, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg(cmd).args(args).arg("--defs").arg(self.defs_path());
-        c.env("XCAT_IMAGED_LOCK_DIR", self.locks()).current_dir(&self.root);
+        c.env("XCAT_IMAGED_LOCK_DIR", self.locks())
+            .current_dir(&self.root);
         c
     }
 
@@ -193,7 +210,11 @@ impl Served {
             .expect("spawn engine");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Served { child, stdin, stdout }
+        Served {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     pub fn send_raw(&mut self, line: &[u8]) {
@@ -282,20 +303,44 @@ impl Transcript {
 pub fn answer_from(defs: &mut Defs) -> impl FnMut(&Call) -> Reply + '_ {
     move |call| {
         let r: Result<serde_json::Value, String> = match call.clone() {
-            Call::TableGet { table, keys, attrs } => {
-                defs.table_get(&table, &keys, &attrs).map(|r| serde_json::to_value(r).expect("json"))
-            }
-            Call::TableList { table, filter, attrs } => {
-                defs.table_list(&table, &filter, &attrs).map(|r| serde_json::to_value(r).expect("json"))
-            }
-            Call::TableSet { table, keys, values } => defs.table_set(&table, &keys, &values).map(|()| serde_json::Value::Null),
-            Call::TableDelete { table, keys } => defs.table_delete(&table, &keys).map(|()| serde_json::Value::Null),
-            Call::SiteGet { key } => Ok(defs.site_get(&key).map_or(serde_json::Value::Null, serde_json::Value::String)),
+            Call::TableGet { table, keys, attrs } => defs
+                .table_get(&table, &keys, &attrs)
+                .map(|r| serde_json::to_value(r).expect("json")),
+            Call::TableList {
+                table,
+                filter,
+                attrs,
+            } => defs
+                .table_list(&table, &filter, &attrs)
+                .map(|r| serde_json::to_value(r).expect("json")),
+            Call::TableSet {
+                table,
+                keys,
+                values,
+            } => defs
+                .table_set(&table, &keys, &values)
+                .map(|()| serde_json::Value::Null),
+            Call::TableDelete { table, keys } => defs
+                .table_delete(&table, &keys)
+                .map(|()| serde_json::Value::Null),
+            Call::SiteGet { key } => Ok(defs
+                .site_get(&key)
+                .map_or(serde_json::Value::Null, serde_json::Value::String)),
             Call::SystemPassword {} => Ok(serde_json::Value::Null),
         };
         match r {
-            Ok(v) => Reply { id: 0, ok: true, result: Some(v), error: None },
-            Err(e) => Reply { id: 0, ok: false, result: None, error: Some(e) },
+            Ok(v) => Reply {
+                id: 0,
+                ok: true,
+                result: Some(v),
+                error: None,
+            },
+            Err(e) => Reply {
+                id: 0,
+                ok: false,
+                result: None,
+                error: Some(e),
+            },
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! This is the only layer that talks to the [`Host`]; the modules below it get paths and values.
 
-// WIP pub mod rmimage;
+pub mod rmimage;
 
 use crate::cancel::Cancel;
 use crate::host::{Host, HostExt};
@@ -15,9 +15,8 @@ pub const COMMANDS: &[&str] = &["genimage", "packimage", "imgexport", "rmimage"]
 /// the final errorcode from [`Host::errorcode`].
 pub fn run(req: &Request, host: &mut dyn Host, cancel: &Cancel) {
     log::info!("{} {:?}", req.command, req.args);
-    let _ = cancel; // WIP
     match req.command.as_str() {
-        // WIP rmimage
+        "rmimage" => rmimage::run(&req.args, host, cancel),
         "genimage" | "packimage" | "imgexport" => host.error(format!(
             "{} is not available in this version of xcat-imaged; remove the site key \
              imagehandler (chtab -d key=imagehandler site) to use xCAT's own {}",

@@ -82,14 +82,20 @@ fn try_run(argv: &[String], host: &mut dyn Host, cancel: &Cancel) -> Result<(), 
                 return Err(Fail("Missing flag -o, -a or -p".into()));
             }
             if xcatdef {
-                return Err(Fail("--xcatdef can not be used with the -o, -a or -p".into()));
+                return Err(Fail(
+                    "--xcatdef can not be used with the -o, -a or -p".into(),
+                ));
             }
             None
         }
     };
 
-    let installdir = host.site_get("installdir")?.unwrap_or_else(|| "/install".into());
-    let tftpdir = host.site_get("tftpdir")?.unwrap_or_else(|| "/tftpboot".into());
+    let installdir = host
+        .site_get("installdir")?
+        .unwrap_or_else(|| "/install".into());
+    let tftpdir = host
+        .site_get("tftpdir")?
+        .unwrap_or_else(|| "/tftpboot".into());
     let installdir = checked_root(&installdir, "installdir")?;
     let tftpdir = checked_root(&tftpdir, "tftpdir")?;
 
@@ -99,7 +105,10 @@ fn try_run(argv: &[String], host: &mut dyn Host, cancel: &Cancel) -> Result<(), 
             let (o, a, p) = (o.unwrap_or(""), a.unwrap_or(""), p.unwrap_or(""));
             for (flag, v) in [("-o", o), ("-a", a), ("-p", p)] {
                 if let Some(why) = image::component_problem(v) {
-                    return Err(Fail(format!("Invalid value {} for {flag}: {why}", shown(v))));
+                    return Err(Fail(format!(
+                        "Invalid value {} for {flag}: {why}",
+                        shown(v)
+                    )));
                 }
             }
             Target {
@@ -166,7 +175,9 @@ fn try_run(argv: &[String], host: &mut dyn Host, cancel: &Cancel) -> Result<(), 
             }
         }
         if failed.is_empty() {
-            host.info(format!("osimage definition for {name} is removed successfully."));
+            host.info(format!(
+                "osimage definition for {name} is removed successfully."
+            ));
         } else {
             return Err(Fail(format!(
                 "Failed to remove the osimage definition for {name} ({})",
@@ -180,13 +191,22 @@ fn try_run(argv: &[String], host: &mut dyn Host, cancel: &Cancel) -> Result<(), 
 /// installdir and tftpdir are roots our containment checks rely on, so they must be sane.
 fn checked_root(dir: &str, what: &str) -> Result<PathBuf, Fail> {
     image::normalize_dir(dir).map_err(|why| {
-        Fail(format!("The site attribute {what} ({}) cannot be used: {why}", shown(dir)))
+        Fail(format!(
+            "The site attribute {what} ({}) cannot be used: {why}",
+            shown(dir)
+        ))
     })
 }
 
 /// `<installdir>/netboot/<osver>/<arch>/<profile>`, or `<installdir>/<method>/...` for s390x raw
 /// and sysclone images, as stock computes it.
-fn image_dir(installdir: &Path, osver: &str, arch: &str, profile: &str, method: Option<&str>) -> PathBuf {
+fn image_dir(
+    installdir: &Path,
+    osver: &str,
+    arch: &str,
+    profile: &str,
+    method: Option<&str>,
+) -> PathBuf {
     let top = match method {
         Some(m @ ("raw" | "sysclone")) if arch == "s390x" => m,
         _ => "netboot",
@@ -200,14 +220,27 @@ fn invalid_method(m: &str) -> Fail {
     ))
 }
 
-fn resolve_by_name(name: &str, installdir: &Path, verbose: bool, host: &mut dyn Host) -> Result<Target, Fail> {
+fn resolve_by_name(
+    name: &str,
+    installdir: &Path,
+    verbose: bool,
+    host: &mut dyn Host,
+) -> Result<Target, Fail> {
     let row = host
-        .table_get("osimage", &[("imagename", name)], &["osvers", "osarch", "profile", "provmethod"])
+        .table_get(
+            "osimage",
+            &[("imagename", name)],
+            &["osvers", "osarch", "profile", "provmethod"],
+        )
         .map_err(|e| Fail(format!("Can not open osimage table. ({e})")))?
         .unwrap_or_default();
     let get = |k: &str| row.get(k).cloned();
-    let (mut osver, mut arch, mut profile, mut method) =
-        (get("osvers"), get("osarch"), get("profile"), get("provmethod"));
+    let (mut osver, mut arch, mut profile, mut method) = (
+        get("osvers"),
+        get("osarch"),
+        get("profile"),
+        get("provmethod"),
+    );
     if verbose {
         host.info(format!(
             "For osimage {name}: osver = {}, arch = {}, profile = {}, method = {} in osimage table",
@@ -235,10 +268,16 @@ fn resolve_by_name(name: &str, installdir: &Path, verbose: bool, host: &mut dyn 
     }
     let dir = match rootimgdir {
         Some(d) => image::normalize_dir(&d).map_err(|why| {
-            Fail(format!("Invalid rootimgdir {} for osimage {name}: {why}", shown(&d)))
+            Fail(format!(
+                "Invalid rootimgdir {} for osimage {name}: {why}",
+                shown(&d)
+            ))
         })?,
         None => {
-            if !(perl_true(osver.as_deref()) && perl_true(arch.as_deref()) && perl_true(profile.as_deref())) {
+            if !(perl_true(osver.as_deref())
+                && perl_true(arch.as_deref())
+                && perl_true(profile.as_deref()))
+            {
                 // Stock splits the name into at most 4 fields; all four override the table.
                 let mut f = name.splitn(4, '-').map(str::to_string);
                 osver = f.next();
@@ -308,7 +347,11 @@ fn unmount_under(rootimg: &Path, verbose: bool, host: &mut dyn Host) -> Result<(
         ))
     })?;
     let read = || {
-        mountinfo::read().map_err(|e| Fail(format!("Cannot read the mount table: {e}; nothing was removed")))
+        mountinfo::read().map_err(|e| {
+            Fail(format!(
+                "Cannot read the mount table: {e}; nothing was removed"
+            ))
+        })
     };
     let mounts = read()?;
     for m in mountinfo::under(&mounts, &real) {
@@ -317,7 +360,7 @@ fn unmount_under(rootimg: &Path, verbose: bool, host: &mut dyn Host) -> Result<(
         }
         // Lazy, as stock does: a busy mount is detached now and freed when it is idle.
         if let Err(e) = nix::mount::umount2(&m.mount_point, nix::mount::MntFlags::MNT_DETACH) {
-            log::warn!("umount {}: {e}", m.mount_point.display());
+            log::info!("umount {}: {e}", m.mount_point.display());
         }
     }
     let left = read()?;
@@ -341,8 +384,9 @@ fn unmount_under(rootimg: &Path, verbose: bool, host: &mut dyn Host) -> Result<(
 fn report(outcome: &remove::Outcome, host: &mut dyn Host) -> bool {
     for s in &outcome.skipped {
         host.warning(format!(
-            "{} is on another filesystem and was left alone",
-            s.path.display()
+            "{} is {} and was left alone",
+            s.path.display(),
+            s.reason
         ));
     }
     const MAX_SHOWN: usize = 20;
@@ -441,17 +485,38 @@ mod tests {
     #[test]
     fn image_dirs_as_stock() {
         let i = Path::new("/install");
-        assert_eq!(image_dir(i, "rhels9", "x86_64", "compute", None), PathBuf::from("/install/netboot/rhels9/x86_64/compute"));
-        assert_eq!(image_dir(i, "sles15", "s390x", "compute", Some("raw")), PathBuf::from("/install/raw/sles15/s390x/compute"));
-        assert_eq!(image_dir(i, "sles15", "s390x", "c", Some("sysclone")), PathBuf::from("/install/sysclone/sles15/s390x/c"));
-        assert_eq!(image_dir(i, "sles15", "s390x", "c", Some("netboot")), PathBuf::from("/install/netboot/sles15/s390x/c"));
-        assert_eq!(image_dir(i, "rhels9", "x86_64", "c", Some("raw")), PathBuf::from("/install/netboot/rhels9/x86_64/c"));
+        assert_eq!(
+            image_dir(i, "rhels9", "x86_64", "compute", None),
+            PathBuf::from("/install/netboot/rhels9/x86_64/compute")
+        );
+        assert_eq!(
+            image_dir(i, "sles15", "s390x", "compute", Some("raw")),
+            PathBuf::from("/install/raw/sles15/s390x/compute")
+        );
+        assert_eq!(
+            image_dir(i, "sles15", "s390x", "c", Some("sysclone")),
+            PathBuf::from("/install/sysclone/sles15/s390x/c")
+        );
+        assert_eq!(
+            image_dir(i, "sles15", "s390x", "c", Some("netboot")),
+            PathBuf::from("/install/netboot/sles15/s390x/c")
+        );
+        assert_eq!(
+            image_dir(i, "rhels9", "x86_64", "c", Some("raw")),
+            PathBuf::from("/install/netboot/rhels9/x86_64/c")
+        );
     }
 
     #[test]
     fn candidates_in_stock_order() {
         let t = tempfile::tempdir().unwrap();
-        for f in ["rootimg.tar.xz", "rootimg.cpio.gz", "rootimg-statelite.gz", "other", "rootimgx"] {
+        for f in [
+            "rootimg.tar.xz",
+            "rootimg.cpio.gz",
+            "rootimg-statelite.gz",
+            "other",
+            "rootimgx",
+        ] {
             std::fs::write(t.path().join(f), b"x").unwrap();
         }
         let names: Vec<String> = candidate_files(t.path())
@@ -460,7 +525,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["kernel", "initrd-stateless.gz", "initrd-statelite.gz", "rootimg.cpio.gz", "rootimg.tar.xz"]
+            [
+                "kernel",
+                "initrd-stateless.gz",
+                "initrd-statelite.gz",
+                "rootimg.cpio.gz",
+                "rootimg.tar.xz"
+            ]
         );
     }
 }

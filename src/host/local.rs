@@ -24,8 +24,19 @@ pub struct LocalHost {
 
 impl LocalHost {
     /// A host over `defs`; with `path`, changes are written back there.
-    pub fn new(defs: Defs, path: Option<PathBuf>, out: Box<dyn Write + Send>, err: Box<dyn Write + Send>) -> LocalHost {
-        LocalHost { defs, path, out, err, errorcode: 0 }
+    pub fn new(
+        defs: Defs,
+        path: Option<PathBuf>,
+        out: Box<dyn Write + Send>,
+        err: Box<dyn Write + Send>,
+    ) -> LocalHost {
+        LocalHost {
+            defs,
+            path,
+            out,
+            err,
+            errorcode: 0,
+        }
     }
 
     /// The definitions as they are now (after any changes the command made).
@@ -42,11 +53,23 @@ impl LocalHost {
     }
 
     fn answer(&mut self, call: Call) -> Result<Value, String> {
-        let rows = |r| serde_json::to_value(r).map_err(|e| e.to_string());
+        fn json(v: impl serde::Serialize) -> Result<Value, String> {
+            serde_json::to_value(v).map_err(|e| e.to_string())
+        }
         match call {
-            Call::TableGet { table, keys, attrs } => rows(self.defs.table_get(&table, &keys, &attrs)?),
-            Call::TableList { table, filter, attrs } => rows(self.defs.table_list(&table, &filter, &attrs)?),
-            Call::TableSet { table, keys, values } => {
+            Call::TableGet { table, keys, attrs } => {
+                json(self.defs.table_get(&table, &keys, &attrs)?)
+            }
+            Call::TableList {
+                table,
+                filter,
+                attrs,
+            } => json(self.defs.table_list(&table, &filter, &attrs)?),
+            Call::TableSet {
+                table,
+                keys,
+                values,
+            } => {
                 self.defs.table_set(&table, &keys, &values)?;
                 self.save().map(|()| Value::Null)
             }
@@ -54,7 +77,9 @@ impl LocalHost {
                 self.defs.table_delete(&table, &keys)?;
                 self.save().map(|()| Value::Null)
             }
-            Call::SiteGet { key } => Ok(self.defs.site_get(&key).map_or(Value::Null, Value::String)),
+            Call::SiteGet { key } => {
+                Ok(self.defs.site_get(&key).map_or(Value::Null, Value::String))
+            }
             Call::SystemPassword {} => {
                 let mut keys = crate::protocol::Row::new();
                 keys.insert("key".into(), "system".into());
@@ -89,7 +114,8 @@ impl Host for LocalHost {
 
     fn call(&mut self, call: Call) -> Result<Value, HostError> {
         let method = call.method();
-        self.answer(call).map_err(|reason| HostError::Failed { method, reason })
+        self.answer(call)
+            .map_err(|reason| HostError::Failed { method, reason })
     }
 
     fn errorcode(&self) -> i32 {

@@ -3,7 +3,7 @@
 //! Commands talk only to [`Host`]. `stdio` relays over the protocol to the Perl bridge,
 //! `local` answers from a stanza definitions file and prints like the xCAT client.
 
-// WIP pub mod local;
+pub mod local;
 pub mod stdio;
 
 use crate::protocol::{Call, Row};

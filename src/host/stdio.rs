@@ -130,7 +130,10 @@ where
     };
     let code = match first {
         Err(text) => {
-            let _ = out_tx.send(ToShim::Error { text: format!("xcat-imaged: {text}"), errorcode: 1 });
+            let _ = out_tx.send(ToShim::Error {
+                text: format!("xcat-imaged: {text}"),
+                errorcode: 1,
+            });
             1
         }
         Ok(req) => run_request(req, input, out_tx.clone(), cancel).await,
@@ -141,7 +144,12 @@ where
     code
 }
 
-async fn run_request<R>(req: Request, input: BufReader<R>, out: mpsc::UnboundedSender<ToShim>, cancel: Cancel) -> i32
+async fn run_request<R>(
+    req: Request,
+    input: BufReader<R>,
+    out: mpsc::UnboundedSender<ToShim>,
+    cancel: Cancel,
+) -> i32
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -173,7 +181,8 @@ where
         // A panic is a bug; still answer with done instead of dying silently.
         log::error!("command panicked: {e}");
         errorcode.fetch_or(1, Ordering::SeqCst);
-        let text = "xcat-imaged: internal error (the command panicked; see the engine log)".to_string();
+        let text =
+            "xcat-imaged: internal error (the command panicked; see the engine log)".to_string();
         let _ = panic_out.send(ToShim::Error { text, errorcode: 1 });
     }
     reader.abort();
@@ -199,7 +208,11 @@ async fn read_replies<R>(
         match protocol::decode::<FromShim>(&line) {
             Ok(FromShim::Reply(reply)) => {
                 let id = reply.id;
-                let waiter = pending.lock().expect("pending lock poisoned").waiting.remove(&id);
+                let waiter = pending
+                    .lock()
+                    .expect("pending lock poisoned")
+                    .waiting
+                    .remove(&id);
                 match waiter {
                     Some(tx) => {
                         let _ = tx.send(reply.into_result());
@@ -207,13 +220,18 @@ async fn read_replies<R>(
                     None => break Some(format!("reply for unknown call id {id}")),
                 }
             }
-            Ok(FromShim::Request(_)) => break Some("a second request on one connection".to_string()),
+            Ok(FromShim::Request(_)) => {
+                break Some("a second request on one connection".to_string())
+            }
             Err(e) => break Some(e.to_string()),
         }
     };
     if let Some(text) = &problem {
         errorcode.fetch_or(1, Ordering::SeqCst);
-        let _ = out.send(ToShim::Error { text: format!("xcat-imaged protocol error: {text}"), errorcode: 1 });
+        let _ = out.send(ToShim::Error {
+            text: format!("xcat-imaged protocol error: {text}"),
+            errorcode: 1,
+        });
     } else {
         log::info!("stdin closed: cancelling");
     }
@@ -222,7 +240,11 @@ async fn read_replies<R>(
 }
 
 /// The only writer of stdout. A write failure means the bridge is gone: cancel.
-async fn write_all<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<ToShim>, cancel: Cancel) {
+async fn write_all<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::UnboundedReceiver<ToShim>,
+    cancel: Cancel,
+) {
     while let Some(msg) = rx.recv().await {
         let mut line = match serde_json::to_vec(&msg) {
             Ok(l) => l,
