@@ -14,4 +14,5 @@ pub mod host;
 pub mod image;
 pub mod install;
 pub mod lock;
+pub mod pack;
 pub mod protocol;
