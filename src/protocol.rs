@@ -102,7 +102,8 @@ pub enum Call {
     TableList {
         /// Table name.
         table: String,
-        /// Conditions in xCAT's form: `attr==val`, `attr!=val`, `attr=~re`, `attr!~re`, ANDed.
+        /// Conditions in xCAT's form, ANDed: `attr==val`, `attr!=val`, and `attr=~pat`,
+        /// `attr!~pat`, which xCAT turns into SQL LIKE / NOT LIKE (`%`, `_`), not regexes.
         #[serde(rename = "where")]
         filter: Vec<String>,
         /// Columns wanted.
