@@ -105,6 +105,9 @@ fn check_lexical(dir: &Path, protected: &[&Path]) -> Result<(), String> {
         return Err(format!("{} is / or a top-level directory", dir.display()));
     }
     for p in protected {
+        if *p == dir {
+            return Err(format!("it is {} itself", p.display()));
+        }
         if p.starts_with(dir) {
             return Err(format!("it would contain {}", p.display()));
         }

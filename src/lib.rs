@@ -15,4 +15,5 @@ pub mod image;
 pub mod install;
 pub mod lock;
 pub mod pack;
+pub mod proc;
 pub mod protocol;

@@ -223,7 +223,7 @@ fn bad_lines_after_the_request_are_protocol_errors() {
 
 #[test]
 fn unimplemented_commands_say_how_to_switch_back() {
-    for cmd in ["genimage", "packimage", "imgexport"] {
+    for cmd in ["genimage", "imgexport"] {
         let l = lockdir();
         let mut s = Served::start(l.path());
         s.send(&FromShim::Request(request(cmd, &["img"])));

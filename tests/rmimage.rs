@@ -323,7 +323,7 @@ fn hostile_rootimgdir_refused_and_nothing_changes() {
         ("/usr".into(), "Error: Refusing to remove image files in /usr: /usr is / or a top-level directory\n".into()),
         ("relative/dir".into(), "Error: Invalid rootimgdir relative/dir for osimage img: it is not an absolute path\n".into()),
         (format!("{}/../victim", d.install().display()), format!("Error: Invalid rootimgdir {}/../victim for osimage img: it contains . or .. components\n", d.install().display())),
-        (d.install().display().to_string(), format!("Error: Refusing to remove image files in {0}: it would contain {0}\n", d.install().display())),
+        (d.install().display().to_string(), format!("Error: Refusing to remove image files in {0}: it is {0} itself\n", d.install().display())),
         (d.path().display().to_string(), format!("Error: Refusing to remove image files in {0}: it would contain {0}/install\n", d.path().display())),
     ];
     for (dir, err) in bad {

@@ -9,5 +9,8 @@ mod rmimage;
 // rmimage with real mounts in a private mount namespace (root only).
 mod rmimage_mounts;
 
+// packimage in standalone mode: formats extracted by the node's tools, injection, publish.
+mod packimage;
+
 // serve mode: the protocol from the bridge's side.
 mod protocol;

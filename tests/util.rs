@@ -81,8 +81,17 @@ impl Dir {
 
     /// Writes the definitions file: a site object pointing at our dirs, then `objects`.
     pub fn defs(&self, objects: &str) {
+        self.defs_with_site(&[], objects);
+    }
+
+    /// Like [`Dir::defs`], with more site attributes.
+    pub fn defs_with_site(&self, site: &[(&str, &str)], objects: &str) {
+        let mut extra = String::new();
+        for (k, v) in site {
+            extra.push_str(&format!("    {k}={v}\n"));
+        }
         let text = format!(
-            "# <xCAT data object stanza file>\n\nclustersite:\n    objtype=site\n    installdir={}\n    tftpdir={}\n\n{}",
+            "# <xCAT data object stanza file>\n\nclustersite:\n    objtype=site\n    installdir={}\n    tftpdir={}\n{extra}\n{}",
             self.install().display(),
             self.tftp().display(),
             objects
@@ -172,8 +181,12 @@ impl Output {
         }
     }
 
+    /// Stdout lines, with `sinfo` progress (text ended by `\r`) left out.
     pub fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().collect()
+        self.stdout
+            .lines()
+            .map(|l| l.rsplit('\r').next().unwrap_or(l))
+            .collect()
     }
 }
 

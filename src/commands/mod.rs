@@ -2,6 +2,7 @@
 //!
 //! This is the only layer that talks to the [`Host`]; the modules below it get paths and values.
 
+pub mod packimage;
 pub mod rmimage;
 
 use crate::cancel::Cancel;
@@ -17,7 +18,8 @@ pub fn run(req: &Request, host: &mut dyn Host, cancel: &Cancel) {
     log::info!("{} {:?}", req.command, req.args);
     match req.command.as_str() {
         "rmimage" => rmimage::run(&req.args, host, cancel),
-        "genimage" | "packimage" | "imgexport" => host.error(format!(
+        "packimage" => packimage::run(&req.args, req.xcatroot.as_deref(), host, cancel),
+        "genimage" | "imgexport" => host.error(format!(
             "{} is not available in this version of xcat-imaged; remove the site key \
              imagehandler (chtab -d key=imagehandler site) to use xCAT's own {}",
             req.command, req.command

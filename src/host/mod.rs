@@ -76,6 +76,14 @@ pub trait HostExt: Host {
     fn info(&mut self, text: impl Into<String>) {
         self.send(Msg::Info(text.into()));
     }
+    /// `data` message.
+    fn data(&mut self, text: impl Into<String>) {
+        self.send(Msg::Data(text.into()));
+    }
+    /// `sinfo` (transient progress) message.
+    fn sinfo(&mut self, text: impl Into<String>) {
+        self.send(Msg::Sinfo(text.into()));
+    }
     /// `warning` message.
     fn warning(&mut self, text: impl Into<String>) {
         self.send(Msg::Warning(text.into()));

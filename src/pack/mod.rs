@@ -3,4 +3,12 @@
 //! select (exlist) → walk → inject → archive writer (cpio, tar) → compressor → publish.
 //! Nothing here knows the host, the protocol or xCAT tables; `commands::packimage` wires it.
 
+pub mod compress;
+pub mod cpio;
 pub mod entry;
+pub mod exlist;
+pub mod inject;
+pub mod publish;
+pub mod synclist;
+pub mod tar;
+pub mod walk;
