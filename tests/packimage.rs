@@ -745,3 +745,108 @@ fn lock_is_shared_with_xcat() {
     drop(held);
     assert_eq!(n.pack(&[]).code, 0);
 }
+
+#[test]
+fn statelite_link_entries_go_back_to_their_defaults() {
+    use xcat_imaged::protocol::{Call, FromShim, Reply};
+    let n = Node::new(&[], &[]);
+    let r = n.rootimg();
+    std::fs::create_dir_all(r.join(".statelite")).unwrap();
+    std::fs::write(r.join(".statelite/litefile.save"), "saved\n").unwrap();
+    std::fs::create_dir_all(r.join(".default/etc/lite")).unwrap();
+    std::fs::write(r.join(".default/etc/lite/conf"), "stateless default\n").unwrap();
+    std::fs::create_dir_all(r.join("etc/lite")).unwrap();
+    std::fs::write(r.join("etc/lite/conf"), "statelite link target\n").unwrap();
+    std::fs::write(r.join("etc/lite/extra"), "only in the treated tree\n").unwrap();
+    std::fs::write(r.join("etc/tmpfs-only"), "not a link entry\n").unwrap();
+    let mut defs = n.d.read_defs();
+    let mut from_defs = crate::util::answer_from(&mut defs);
+    let synth = "rhels9-x86_64-statelite-compute";
+    let mut s = crate::util::Served::start(&n.d.locks());
+    s.send(&FromShim::Request(crate::util::request(
+        "packimage",
+        &[NAME, "-m", "tar"],
+    )));
+    let t = s.finish(|c| match c {
+        Call::TableList { table, filter, .. } if table == "litefile" => {
+            let rows = match filter[0].as_str() {
+                "image==ALL" => serde_json::json!([{"image": "ALL", "file": "/etc/lite/", "options": "tmpfs,link"}]),
+                f if f == format!("image=={synth}") => serde_json::json!([
+                    {"image": synth, "file": "/etc/lite/conf", "options": "link"},
+                    {"image": synth, "file": "/etc/tmpfs-only", "options": "tmpfs"}
+                ]),
+                _ => serde_json::json!([]),
+            };
+            Reply { id: 0, ok: true, result: Some(rows), error: None }
+        }
+        other => from_defs(other),
+    });
+    assert_eq!(t.done, Some(0), "{t:?}");
+    let out = n.d.path().join("x");
+    assert_eq!(extract(&n.dir.join("rootimg.tar.gz"), &out).code, 0);
+    // /etc/lite/ is a top-level link entry: its default replaces the treated directory;
+    // /etc/lite/conf is its child and is not handled on its own; tmpfs-only is not a link.
+    assert_eq!(
+        std::fs::read_to_string(out.join("etc/lite/conf")).unwrap(),
+        "stateless default\n"
+    );
+    assert!(!out.join("etc/lite/extra").exists());
+    assert_eq!(
+        std::fs::read_to_string(out.join("etc/tmpfs-only")).unwrap(),
+        "not a link entry\n"
+    );
+    assert!(!out.join(".statelite").exists() && !out.join(".default").exists());
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/lite/conf")).unwrap(),
+        "statelite link target\n",
+        "tree untouched"
+    );
+}
+
+#[test]
+fn tracker_writes_metainfo_beside_the_cpio() {
+    if !cmd_exists("ctorrent") && crate::util::skip("ctorrent not installed") {
+        return;
+    }
+    let n = Node::new(&[], &[]);
+    let o = n.pack(&["--tracker", "http://127.0.0.1:6969/announce"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let meta = n.dir.join("rootimg.cpio.gz.metainfo");
+    let data = std::fs::read(&meta).unwrap();
+    assert!(data.starts_with(b"d8:announce"), "a bencoded torrent");
+    assert_eq!(std::fs::metadata(&meta).unwrap().mode() & 0o777, 0o644);
+    // A later pack in another format removes the stale metainfo too.
+    assert_eq!(n.pack(&["-m", "tar"]).code, 0);
+    assert!(!meta.exists());
+}
+
+#[test]
+fn two_packs_of_one_image_exclude_each_other() {
+    let n = Node::new(&[], &[]);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            n.d.command("packimage", &[NAME, "-m", "tar", "-c", "xz"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert!(ok >= 1, "{outs:?}");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(
+                "failed to acquire lock, seems there is another genimage/packimage/rmimage process"
+            ),
+            "{err}"
+        );
+    }
+    let out = n.d.path().join("x");
+    assert_eq!(extract(&n.dir.join("rootimg.tar.xz"), &out).code, 0);
+}

@@ -99,6 +99,8 @@ struct Plan {
     timezone: Option<String>,
     shadow_hash: String,
     dracut_install: Option<PathBuf>,
+    /// Statelite `link` entries to switch back to their stateless defaults (paths in the image).
+    statelite_links: Vec<String>,
     synclists: Vec<synclist::SyncList>,
 }
 
@@ -393,7 +395,14 @@ fn plan(opts: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
         }
     }
 
+    let statelite_links = if rootimg.join(".statelite/litefile.save").is_file() {
+        statelite_links(host, &format!("{osvers}-{osarch}-statelite-{profile}"))?
+    } else {
+        Vec::new()
+    };
+
     Ok(Plan {
+        statelite_links,
         osvers,
         osarch,
         profile,
@@ -408,6 +417,48 @@ fn plan(opts: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
         synclists,
         opts,
     })
+}
+
+/// The top-level `link` entries of the litefile table for a statelite-treated tree, as
+/// `ilitefile <osvers>-<osarch>-statelite-<profile>` finds them: rows for the image's groups,
+/// `ALL` and the image itself, later ones overriding earlier ones for the same file; entries
+/// whose parent directory is itself an entry are left to their parent (parseLiteFiles).
+fn statelite_links(host: &mut dyn Host, image: &str) -> Result<Vec<String>> {
+    let groups = host
+        .table_get("osimage", &[("imagename", image)], &["groups"])?
+        .and_then(|r| r.get("groups").cloned());
+    let mut by_file: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for key in groups.iter().map(String::as_str).chain(["ALL", image]) {
+        let cond = format!("image=={key}");
+        for row in host.table_list("litefile", &[&cond], &["image", "file", "options"])? {
+            if let Some(file) = row.get("file") {
+                by_file.insert(
+                    file.clone(),
+                    row.get("options").cloned().unwrap_or_default(),
+                );
+            }
+        }
+    }
+    let files: Vec<&String> = by_file.keys().collect();
+    let mut links = Vec::new();
+    for (file, options) in &by_file {
+        let trimmed = file.trim_end_matches('/');
+        let parent = match trimmed.rfind('/') {
+            Some(i) => format!("{}/", &trimmed[..i.max(1)]),
+            None => "/".to_string(),
+        };
+        let is_child = parent != "/" && files.iter().any(|f| **f == parent);
+        if !is_child && options.contains("link") {
+            if image::normalize_dir(trimmed).is_err() || trimmed == "/" {
+                return Err(Fail(format!(
+                    "Invalid litefile entry {} for {image}",
+                    shown(file)
+                )));
+            }
+            links.push(trimmed.to_string());
+        }
+    }
+    Ok(links)
 }
 
 /// Which `share/xcat/netboot/<dist>` directory serves `osvers`: the longest prefix that exists
@@ -620,6 +671,36 @@ fn overlay(p: &Plan, host: &mut dyn Host) -> Result<Overlay> {
         let e = disk_entry(b"etc/rc.sysinit", &backup)
             .map_err(|e| io_fail("Cannot read rc.sysinit.backup", e))?;
         o.put(e, Merge::Replace);
+    }
+
+    // A tree that liteimg treated: `link` entries go back to their stateless defaults from
+    // `.default<file>` (stock moves them aside and copies the defaults in, then back again).
+    for file in &p.statelite_links {
+        let rel = file.trim_start_matches('/').as_bytes().to_vec();
+        o.replace_subtree(&rel);
+        let default = r.join(".default").join(file.trim_start_matches('/'));
+        if std::fs::symlink_metadata(&default).is_err() {
+            host.warning(format!(
+                "statelite: {} has no default in .default; it is left out of the image",
+                file
+            ));
+            continue;
+        }
+        for item in walkdir::WalkDir::new(&default)
+            .follow_links(false)
+            .sort_by(|a, b| a.file_name().cmp(b.file_name()))
+        {
+            let item = item.map_err(|e| Fail(format!("Cannot read {}: {e}", default.display())))?;
+            let sub = item.path().strip_prefix(&default).unwrap_or(Path::new(""));
+            let mut dest = rel.clone();
+            if !sub.as_os_str().is_empty() {
+                dest.push(b'/');
+                dest.extend_from_slice(sub.as_os_str().as_bytes());
+            }
+            let e = disk_entry(&dest, item.path())
+                .map_err(|e| io_fail("Cannot read the statelite defaults", e))?;
+            o.put(e, Merge::Replace);
+        }
     }
 
     // Synclists, applied into the stream.
