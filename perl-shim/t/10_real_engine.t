@@ -176,6 +176,38 @@ sub codes  { my ($r) = @_; return [ map { @{ $_->{errorcode} } } grep { $_->{err
     clean_ok($r, 'rmimage cancelled');
 }
 
+{
+    # packimage through the bridge: tables from the doubles (passwd included, so the root hash
+    # comes from crypt_system_password), args in REST's order with an undef for an empty flag.
+    my $d = node_layout();
+    make_path("$d->{install}/postscripts");
+    for my $f ("$d->{install}/postscripts/xcatdsklspost", "$d->{dir}/rootimg/etc/shadow") {
+        open my $fh, '>', $f or die "cannot write $f: $!\n";
+        print {$fh} ($f =~ /shadow/ ? "root:!:1::::::\nbin:*:1::::::\n" : "#!/bin/sh\n") or die "write: $!\n";
+        close $fh or die "close: $!\n";
+    }
+    $d->{tables}{passwd} = [ { key => 'system', username => 'root', password => 'secret' } ];
+    $r = run_bridge(
+        engine  => $ENGINE,
+        tables  => $d->{tables},
+        env     => { XCAT_IMAGED_LOCK_DIR => $d->{locks} },
+        request => { command => ['packimage'], arg => [ 'img', '--nosyncfiles', undef, '--method', 'tar' ], clienttype => ['ws'] },
+    );
+    is_deeply(codes($r), [], 'bridge: packimage -m tar succeeds') or diag explain $r->{responses};
+    my @data = map { @{ $_->{data} } } grep { $_->{data} } @{ $r->{responses} };
+    is_deeply(\@data, ["Packing contents of $d->{dir}/rootimg"], '... with the stock data line');
+    ok((grep { $_ eq 'archive method:tar' } @{ infos($r) }), '... and archive method:tar');
+    ok(-f "$d->{dir}/rootimg.tar.gz" && !-e "$d->{dir}/rootimg.cpio.gz", '... rootimg.tar.gz replaces the older cpio.gz');
+    my $x = tempdir('imaged-x-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    is(system('tar', '-xzf', "$d->{dir}/rootimg.tar.gz", '-C', $x), 0, '... GNU tar extracts it');
+    open my $sh, '<', "$x/etc/shadow" or die "cannot read the packed shadow: $!\n";
+    my $first = <$sh>;
+    close $sh or die "close: $!\n";
+    like($first, qr/\Aroot:\$5\$[^:]+:13880:0:99999:7:::$/, '... root hash from crypt_system_password');
+    ok(-f "$x/opt/xcat/xcatinfo" && !-e "$d->{dir}/rootimg/opt/xcat", '... xcatinfo injected, tree untouched');
+    clean_ok($r, 'packimage');
+}
+
 is(next_fd(), $fd0, 'no descriptor leaked over the file');
 ok(no_zombie(), 'no child left over the file');
 done_testing();
