@@ -76,9 +76,9 @@ impl Method {
 /// What the command line asked for, after the stock checks.
 struct Opts {
     name: String,
-    method: Method,
-    /// The compressor and how it is named in `compress method:<c>`.
-    compress: (compress::Method, String),
+    /// `-m` and `-c` as given; checked after the definitions, as stock orders its errors.
+    method: Option<String>,
+    compress: Option<String>,
     tracker: Option<String>,
     nosyncfiles: bool,
     dry_run: bool,
@@ -88,6 +88,9 @@ struct Opts {
 /// Everything resolved and checked; running it is all that is left.
 struct Plan {
     opts: Opts,
+    method: Method,
+    /// The compressor and how it is named in `compress method:<c>`.
+    compress: (compress::Method, String),
     osvers: String,
     osarch: String,
     profile: String,
@@ -163,22 +166,10 @@ fn parse(argv: &[String], host: &mut dyn Host) -> Result<Option<Opts>> {
             shown(&name)
         )));
     }
-    let compress = match o.str("compress") {
-        None => (compress::Method::Gzip, "gzip".to_string()),
-        Some(c @ ("gzip" | "pigz")) => (compress::Method::Gzip, c.to_string()),
-        Some("xz") => (compress::Method::Xz, "xz".to_string()),
-        Some(c) => return Err(Fail(format!("Invalid compress method '{c}' requested"))),
-    };
-    let method = match o.str("method").unwrap_or("cpio") {
-        "cpio" => Method::Cpio,
-        "tar" => Method::Tar,
-        "squashfs" => Method::Squashfs,
-        m => return Err(Fail(format!("Invalid archive method '{m}' requested"))),
-    };
     Ok(Some(Opts {
         name,
-        method,
-        compress,
+        method: o.str("method").map(str::to_string),
+        compress: o.str("compress").map(str::to_string),
         tracker: o.str("tracker").map(str::to_string),
         nosyncfiles: o.flag("nosyncfiles"),
         dry_run: o.flag("dry-run"),
@@ -233,6 +224,20 @@ fn plan(opts: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
             "'{name}' cannot be used to build diskless image. Make sure osimage.provmethod is 'netboot'."
         )));
     }
+    // Stock checks the compressor before the method, so a request with both wrong reports
+    // the compressor.
+    let compress = match opts.compress.as_deref() {
+        None => (compress::Method::Gzip, "gzip".to_string()),
+        Some(c @ ("gzip" | "pigz")) => (compress::Method::Gzip, c.to_string()),
+        Some("xz") => (compress::Method::Xz, "xz".to_string()),
+        Some(c) => return Err(Fail(format!("Invalid compress method '{c}' requested"))),
+    };
+    let method = match opts.method.as_deref().unwrap_or("cpio") {
+        "cpio" => Method::Cpio,
+        "tar" => Method::Tar,
+        "squashfs" => Method::Squashfs,
+        m => return Err(Fail(format!("Invalid archive method '{m}' requested"))),
+    };
     let installdir = host
         .site_get("installdir")?
         .unwrap_or_else(|| "/install".into());
@@ -308,7 +313,7 @@ fn plan(opts: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
             dsklspost.display()
         )));
     }
-    match opts.method {
+    match method {
         Method::Squashfs if proc::find_program("mksquashfs").is_none() => {
             let rpm = if osvers.contains("sle") {
                 "squashfs"
@@ -321,9 +326,7 @@ fn plan(opts: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
         }
         _ => {}
     }
-    if opts.tracker.is_some()
-        && opts.method == Method::Cpio
-        && proc::find_program("ctorrent").is_none()
+    if opts.tracker.is_some() && method == Method::Cpio && proc::find_program("ctorrent").is_none()
     {
         return Err(Fail(
             "--tracker needs ctorrent, which is not installed on the management node".into(),
@@ -402,6 +405,8 @@ fn plan(opts: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
     };
 
     Ok(Plan {
+        method,
+        compress,
         statelite_links,
         osvers,
         osarch,
@@ -866,7 +871,7 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
         return Ok(());
     }
     let input: u64 = entries.iter().map(Entry::size).sum();
-    if p.opts.method == Method::Cpio {
+    if p.method == Method::Cpio {
         if let Some(big) = entries.iter().find(|e| e.size() >= 1 << 32) {
             return Err(Fail(format!(
                 "./{} is 4 GiB or larger; cpio newc cannot store it. Use -m tar or -m squashfs",
@@ -874,14 +879,14 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
             )));
         }
     }
-    check_space(&p.destdir, input, p.opts.method)?;
+    check_space(&p.destdir, input, p.method)?;
 
     host.data(format!("Packing contents of {}", p.rootimg.display()));
-    host.info(format!("archive method:{}", p.opts.method.name()));
-    if p.opts.method != Method::Squashfs {
-        host.info(format!("compress method:{}", p.opts.compress.1));
+    host.info(format!("archive method:{}", p.method.name()));
+    if p.method != Method::Squashfs {
+        host.info(format!("compress method:{}", p.compress.1));
     }
-    let suffix = match (p.opts.method, p.opts.compress.0) {
+    let suffix = match (p.method, p.compress.0) {
         (Method::Squashfs, _) => "sfs".to_string(),
         (m, compress::Method::Gzip) => format!("{}.gz", m.name()),
         (m, compress::Method::Xz) => format!("{}.xz", m.name()),
@@ -889,16 +894,16 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
     let file_name = format!("rootimg.{suffix}");
     let mut staged = Staged::create(&p.destdir, &file_name).map_err(|e| Fail(e.to_string()))?;
     let mut progress = Progress::new(entries.len() as u64, input);
-    let stats = match p.opts.method {
+    let stats = match p.method {
         Method::Cpio | Method::Tar => {
             let file = staged
                 .file()
                 .try_clone()
                 .map_err(|e| Fail(format!("{e}")))?;
-            let copts = compress::Options::new(p.opts.compress.0);
+            let copts = compress::Options::new(p.compress.0);
             let comp = Compressor::new(BufWriter::with_capacity(1 << 20, file), &copts)
                 .map_err(|e| Fail(format!("Cannot start the compressor: {e}")))?;
-            let out = if p.opts.method == Method::Cpio {
+            let out = if p.method == Method::Cpio {
                 let mut w = CpioWriter::new(comp);
                 write_entries(&mut w, &entries, &mut progress, host, cancel)?;
                 let c = *w.warnings();
@@ -940,7 +945,7 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
         .commit(0o644)
         .map_err(|e| Fail(format!("Cannot publish the image: {e}")))?;
     let mut keep_names = vec![file_name.clone()];
-    if let (Some(tracker), Method::Cpio) = (&p.opts.tracker, p.opts.method) {
+    if let (Some(tracker), Method::Cpio) = (&p.opts.tracker, p.method) {
         keep_names.push(format!("{file_name}.metainfo"));
         metainfo(&p.destdir, &file_name, tracker)?;
     }
@@ -951,9 +956,7 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
             p.destdir.display()
         ));
     }
-    if p.opts.method == Method::Cpio
-        && p.opts.compress.0 == compress::Method::Gzip
-        && stats.input >= 4 << 30
+    if p.method == Method::Cpio && p.compress.0 == compress::Method::Gzip && stats.input >= 4 << 30
     {
         host.warning("The image expands to more than 4 GiB; some loaders cannot unpack a gzip cpio that large. Consider -m squashfs".to_string());
     }
