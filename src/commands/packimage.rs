@@ -91,9 +91,6 @@ struct Plan {
     method: Method,
     /// The compressor and how it is named in `compress method:<c>`.
     compress: (compress::Method, String),
-    osvers: String,
-    osarch: String,
-    profile: String,
     destdir: PathBuf,
     rootimg: PathBuf,
     installdir: PathBuf,
@@ -408,9 +405,6 @@ fn plan(opts: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
         method,
         compress,
         statelite_links,
-        osvers,
-        osarch,
-        profile,
         destdir,
         rootimg,
         installdir,
@@ -973,7 +967,6 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
             0.0
         },
     ));
-    let _ = (&p.osvers, &p.osarch, &p.profile);
     Ok(())
 }
 
