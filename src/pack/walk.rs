@@ -77,8 +77,14 @@ pub fn walk(
             .as_os_str()
             .as_bytes()
             .to_vec();
-        let md = std::fs::symlink_metadata(item.path())
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", item.path().display())))?;
+        // The root is entered through a symlink if it is one (`cd rootimg; find .`), so its
+        // entry describes the directory, not the link.
+        let md = if item.depth() == 0 {
+            std::fs::metadata(item.path())
+        } else {
+            std::fs::symlink_metadata(item.path())
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", item.path().display())))?;
         let selected = keep(&find_path(&rel));
         let ft = md.file_type();
         if ft.is_socket() {
@@ -195,4 +201,64 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlinked_root_is_walked_as_its_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir_all(real.join("etc")).unwrap();
+        std::fs::write(real.join("etc/f"), "x").unwrap();
+        std::os::unix::fs::symlink("etc/f", real.join("link")).unwrap();
+        let root = t.path().join("rootimg");
+        std::os::unix::fs::symlink(&real, &root).unwrap();
+        let w = walk(&root, &mut |_| true, &|| false).unwrap();
+        let kinds: Vec<(String, bool)> = w
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(&e.path).into_owned(),
+                    matches!(e.kind, Kind::Dir),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("".to_string(), true),
+                ("etc".into(), true),
+                ("etc/f".into(), false),
+                ("link".into(), false)
+            ]
+        );
+        assert!(matches!(&w.entries[3].kind, Kind::Symlink { target } if target == b"etc/f"));
+    }
+
+    #[test]
+    fn selection_and_sockets() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::fs::write(t.path().join("a/b/f"), "x").unwrap();
+        let _s = std::os::unix::net::UnixListener::bind(t.path().join("sock")).unwrap();
+        let mut seen = Vec::new();
+        let w = walk(
+            t.path(),
+            &mut |p| {
+                seen.push(String::from_utf8_lossy(p).into_owned());
+                p != b"./a"
+            },
+            &|| false,
+        )
+        .unwrap();
+        assert_eq!(seen, [".", "./a", "./a/b", "./a/b/f", "./sock"]);
+        assert!(w.excluded_dirs.contains_key(b"a".as_slice()));
+        assert_eq!(w.sockets, vec![b"sock".to_vec()]);
+        assert_eq!(w.file_bytes, 1);
+        assert!(walk(t.path(), &mut |_| true, &|| true).is_err(), "cancel");
+    }
 }
