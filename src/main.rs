@@ -1,5 +1,5 @@
-//! `xcat-imaged`: picks a mode (serve, a standalone command, install-plugin), builds the host
-//! and hands the request to `commands::run`. No command logic lives here.
+//! `xcat-imaged`: picks a mode (serve, a standalone command, install-plugin, doctor), builds
+//! the host and hands the request to `commands::run`. No command logic lives here.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,6 +18,8 @@ Usage:
         Run a command without xcatd, with definitions from FILE (lsdef -z stanza format).
     xcat-imaged install-plugin [--xcatroot DIR]
         Install the engine, the xcatd plugin and the bridge into an xCAT installation.
+    xcat-imaged doctor [--xcatroot DIR] [--site-imagehandler VALUE] [--installdir DIR] [--enabled]
+        Check an installation: say what is ready and what is missing (changes nothing).
     xcat-imaged --version | --help";
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         "serve" if argv.len() == 1 => serve(),
         "serve" => fail("serve takes no arguments"),
         "install-plugin" => exit(xcat_imaged::install::run(&argv[1..])),
+        "doctor" => exit(xcat_imaged::doctor::run(&argv[1..])),
         "--version" | "-V" | "version" => {
             say(&format!(
                 "xcat-imaged {} (protocol v{VERSION})",

@@ -14,3 +14,13 @@ mod packimage;
 
 // serve mode: the protocol from the bridge's side.
 mod protocol;
+
+// doctor: installation checks on prepared XCATROOT layouts; changes nothing.
+mod doctor;
+
+// imgexport: the §7 bundle and its variants, extracted and compared; serve-mode tables.
+mod imgexport;
+
+// genimage for real: a minimal Debian image from the host's mirror (root and network), an
+// interrupted build, --onlyinitrd with an xCAT dracut module, packimage of the result.
+mod genimage;

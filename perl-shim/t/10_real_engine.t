@@ -208,6 +208,67 @@ sub codes  { my ($r) = @_; return [ map { @{ $_->{errorcode} } } grep { $_->{err
     clean_ok($r, 'packimage');
 }
 
+{
+    # imgexport end to end: the real engine streams a bundle from a scratch management node
+    # (tables from the doubles) into the client's cwd; GNU tar reads it back.
+    my $d   = node_layout();
+    my $cwd = "$d->{root}/cwd";
+    make_path($cwd, "$d->{root}/lists");
+    my $pkglist = "$d->{root}/lists/compute.rhels9.x86_64.pkglist";
+    open my $fh, '>', $pkglist or die "cannot write $pkglist: $!\n";
+    print {$fh} "bash\n" or die "write: $!\n";
+    close $fh or die "close: $!\n";
+    $d->{tables}{linuximage}[0]{pkglist} = $pkglist;
+    $r = run_bridge(
+        engine  => $ENGINE,
+        tables  => $d->{tables},
+        env     => { XCAT_IMAGED_LOCK_DIR => $d->{locks} },
+        request => { command => ['imgexport'], arg => [ 'img', undef, '--checksum' ], clienttype => ['cli'], cwd => [$cwd] },
+    );
+    my @data = map { @{ $_->{data} } } grep { $_->{data} } @{ $r->{responses} };
+    is_deeply(
+        [ @data[ 0 .. 5 ], $data[-1] ],
+        [
+            "Exporting img to $cwd...",
+            "$d->{dir}/kernel",
+            "$d->{dir}/initrd-stateless.gz",
+            "$d->{dir}/rootimg.cpio.gz",
+            $pkglist,
+            'Compressing img bundle.  Please be patient.',
+            'Done!',
+        ],
+        'bridge: imgexport gives the stock data lines in order, Done! last'
+    ) or diag explain $r->{responses};
+    is_deeply(codes($r), [], '... and no errorcode');
+    ok((grep { /\ABundle \Q$cwd\E\/img\.tgz: 6 members/ } @{ infos($r) }), '... and says where the bundle is')
+      or diag explain infos($r);
+    ok(-f "$cwd/img.tgz" && -f "$cwd/img.tgz.sha256", '... the bundle and its checksums are in the cwd');
+    opendir my $dh, $cwd or die "cannot read $cwd: $!\n";
+    is_deeply([ sort grep { !/\A\.\.?\z/ } readdir $dh ], [ 'img.tgz', 'img.tgz.sha256' ], '... and nothing else');
+    closedir $dh or die "closedir: $!\n";
+    my $pid = open my $tar, '-|', 'tar', '-tzf', "$cwd/img.tgz";
+    my @members = $pid ? map { chomp; $_ } <$tar> : ();
+    close $tar;
+    is_deeply(
+        [ sort @members ],
+        [ sort map { "./img/$_" } '', qw(manifest.xml kernel initrd-stateless.gz rootimg.cpio.gz compute.rhels9.x86_64.pkglist) ],
+        '... with the image directory, the manifest and the four files'
+    );
+    clean_ok($r, 'imgexport');
+
+    # Over REST (no cwd) the bundle goes to <installdir>/export, and the output says so.
+    $r = run_bridge(
+        engine  => $ENGINE,
+        tables  => $d->{tables},
+        env     => { XCAT_IMAGED_LOCK_DIR => $d->{locks} },
+        request => { command => ['imgexport'], arg => ['img'], clienttype => ['ws'] },
+    );
+    my @rest = map { @{ $_->{data} } } grep { $_->{data} } @{ $r->{responses} };
+    is($rest[0], "Exporting img to $d->{install}/export...", 'bridge: a REST imgexport names its default directory');
+    ok(-f "$d->{install}/export/img.tgz", '... and writes the bundle there');
+    is_deeply(codes($r), [], '... without an errorcode');
+}
+
 is(next_fd(), $fd0, 'no descriptor leaked over the file');
 ok(no_zombie(), 'no child left over the file');
 done_testing();

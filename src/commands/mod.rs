@@ -2,6 +2,8 @@
 //!
 //! This is the only layer that talks to the [`Host`]; the modules below it get paths and values.
 
+pub mod genimage;
+pub mod imgexport;
 pub mod packimage;
 pub mod rmimage;
 
@@ -19,11 +21,14 @@ pub fn run(req: &Request, host: &mut dyn Host, cancel: &Cancel) {
     match req.command.as_str() {
         "rmimage" => rmimage::run(&req.args, host, cancel),
         "packimage" => packimage::run(&req.args, req.xcatroot.as_deref(), host, cancel),
-        "genimage" | "imgexport" => host.error(format!(
-            "{} is not available in this version of xcat-imaged; remove the site key \
-             imagehandler (chtab -d key=imagehandler site) to use xCAT's own {}",
-            req.command, req.command
-        )),
+        "imgexport" => imgexport::run(
+            &req.args,
+            req.cwd.as_deref(),
+            req.xcatroot.as_deref(),
+            host,
+            cancel,
+        ),
+        "genimage" => genimage::run(&req.args, req.xcatroot.as_deref(), host, cancel),
         other => host.error(format!(
             "xcat-imaged: unknown command \"{}\"; it handles {}",
             other.escape_default(),
