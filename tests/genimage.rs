@@ -232,6 +232,17 @@ struct Fixture {
 
 static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
 
+/// The fixture's directory, removed when the test process exits (a static is never dropped,
+/// and the tree is over a GiB).
+static FIXTURE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_fixture_dir() {
+    if let Some(dir) = FIXTURE_DIR.get() {
+        // Confined removal: never crosses into a mount (there should be none).
+        let _ = xcat_imaged::fs::remove::remove_tree(dir, &|| false);
+    }
+}
+
 fn fixture() -> Option<&'static Fixture> {
     match FIXTURE.get_or_init(make_fixture) {
         Ok(f) => Some(f),
@@ -248,6 +259,12 @@ fn make_fixture() -> Result<Fixture, String> {
         return Err(why);
     }
     let d = Dir::new();
+    if FIXTURE_DIR.set(d.path().to_path_buf()).is_ok() {
+        // SAFETY: registers a plain function; it runs once at process exit.
+        unsafe {
+            nix::libc::atexit(remove_fixture_dir);
+        }
+    }
     let osvers = host_osvers();
     let dir = d
         .install()
