@@ -161,6 +161,22 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| ok(p))
 }
 
+/// Spawns, retrying briefly on ETXTBSY: a program written just before (a postinstall script,
+/// a copied binary) is still open for writing in any child another thread forked meanwhile,
+/// until that child execs; the kernel refuses to run it in that window.
+fn spawn(c: &mut Command) -> io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match c.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A running step whose stdin we write.
 pub struct Running {
     step: String,
@@ -208,11 +224,7 @@ impl Running {
             how: format!("could not be started ({e})"),
             stderr: String::new(),
         };
-        let mut child = step
-            .command(Stdio::piped())
-            .map_err(fail)?
-            .spawn()
-            .map_err(fail)?;
+        let mut child = spawn(&mut step.command(Stdio::piped()).map_err(fail)?).map_err(fail)?;
         let out = child.stdout.take().map(|o| drain(o, STDERR_KEEP));
         let err = child.stderr.take().map(|e| drain(e, STDERR_KEEP));
         Ok(Running {
@@ -411,11 +423,7 @@ pub fn run_streaming(
         how: format!("could not be started ({e})"),
         stderr: String::new(),
     };
-    let mut child = step
-        .command(Stdio::null())
-        .map_err(fail)?
-        .spawn()
-        .map_err(fail)?;
+    let mut child = spawn(&mut step.command(Stdio::null()).map_err(fail)?).map_err(fail)?;
     let (tx, rx) = mpsc::channel::<Line>();
     let readers = [
         child
