@@ -11,6 +11,7 @@
 //! program or mounts anything itself (`crate::gen` does, through `crate::proc`), and knows no
 //! package manager (that is the family's `gen::Backend`).
 
+use super::Fail;
 use crate::args::{self, Config};
 use crate::cancel::Cancel;
 use crate::fs::remove;
@@ -20,7 +21,7 @@ use crate::gen::tree::Tree;
 use crate::gen::{
     self, initrd, post, postinstall, Backend, Build, GenError, Runner, Script, SiteInfo,
 };
-use crate::host::{Host, HostError, HostExt};
+use crate::host::{Host, HostExt};
 use crate::image::{self, perl_true, shown};
 use crate::lock;
 use crate::pack::publish::Staged;
@@ -58,15 +59,6 @@ pub const USAGE: &str = "Usage:\n    genimage\n\n    genimage --dryrun\n\n    ge
 
 /// Where a fresh build is made, beside rootimg, before it replaces rootimg.
 const PARTIAL: &str = ".rootimg.genimage-partial";
-
-/// A failure that ends the command: one error with errorcode 1.
-struct Fail(String);
-
-impl From<HostError> for Fail {
-    fn from(e: HostError) -> Fail {
-        Fail(e.to_string())
-    }
-}
 
 type Result<T> = std::result::Result<T, Fail>;
 

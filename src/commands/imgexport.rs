@@ -9,6 +9,7 @@
 //! than a "Done!" bundle that does not import; no shell anywhere (scp gets an argument
 //! vector); `--checksum` writes a `sha256sum -c` sidecar.
 
+use super::Fail;
 use crate::args::{self, Config};
 use crate::cancel::Cancel;
 use crate::export::bundle::{self, BundleWriter};
@@ -165,15 +166,6 @@ const ROOTIMG_ORDER: &[&str] = &[
     "rootimg.sfs",
     "rootimg.gz",
 ];
-
-/// A failure that ends the command: one error with errorcode 1.
-struct Fail(String);
-
-impl From<HostError> for Fail {
-    fn from(e: HostError) -> Fail {
-        Fail(e.to_string())
-    }
-}
 
 type Result<T> = std::result::Result<T, Fail>;
 

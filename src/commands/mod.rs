@@ -8,7 +8,7 @@ pub mod packimage;
 pub mod rmimage;
 
 use crate::cancel::Cancel;
-use crate::host::{Host, HostExt};
+use crate::host::{Host, HostError, HostExt};
 use crate::protocol::Request;
 
 /// The commands xcatd may hand to the engine.
@@ -34,5 +34,15 @@ pub fn run(req: &Request, host: &mut dyn Host, cancel: &Cancel) {
             other.escape_default(),
             COMMANDS.join(", ")
         )),
+    }
+}
+
+/// A failure that ends a command: the text of one error with errorcode 1. Every command
+/// returns it from its inner function and reports it once at the top.
+pub(crate) struct Fail(pub(crate) String);
+
+impl From<HostError> for Fail {
+    fn from(e: HostError) -> Fail {
+        Fail(e.to_string())
     }
 }

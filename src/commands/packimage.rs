@@ -5,9 +5,10 @@
 //! into the archive stream instead (the tree is never modified); the archive is written beside
 //! the old one and renamed over it only when complete (docs/packimage.md).
 
+use super::Fail;
 use crate::args::{self, Config};
 use crate::cancel::Cancel;
-use crate::host::{Host, HostError, HostExt};
+use crate::host::{Host, HostExt};
 use crate::image::{self, perl_true, shown};
 use crate::lock;
 use crate::pack::compress::{self, Compressor};
@@ -43,15 +44,6 @@ const SPECS: &[&str] = &[
 
 /// The usage text, as stock prints it, then our additions.
 pub const USAGE: &str = "Usage:\n   packimage [-m| --method=cpio|tar] [-c| --compress=gzip|pigz|xz] [--nosyncfiles] <imagename>\n   packimage [-h| --help]\n   packimage [-v| --version]\n   xcat-imaged also takes: -m squashfs, --tracker URL, --dry-run, --explain PATH";
-
-/// A failure that ends the command: one error with errorcode 1.
-struct Fail(String);
-
-impl From<HostError> for Fail {
-    fn from(e: HostError) -> Fail {
-        Fail(e.to_string())
-    }
-}
 
 type Result<T> = std::result::Result<T, Fail>;
 

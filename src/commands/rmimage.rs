@@ -5,10 +5,11 @@
 //! everything mounted under the root image is unmounted or nothing is deleted, deletion never
 //! follows a symlink or leaves the image's filesystem, and failures are reported.
 
+use super::Fail;
 use crate::args::{self, Config};
 use crate::cancel::Cancel;
 use crate::fs::{mountinfo, remove};
-use crate::host::{Host, HostError, HostExt};
+use crate::host::{Host, HostExt};
 use crate::image::{self, perl_true, shown};
 use crate::lock;
 use std::path::{Path, PathBuf};
@@ -21,15 +22,6 @@ pub const USAGE: &str =
     "\nUsage:\n    rmimage [-h | --help]\n    rmimage [-V | --verbose] imagename [--xcatde]";
 
 const METHODS: &[&str] = &["netboot", "statelite", "raw", "sysclone"];
-
-/// A failure that ends the command: the text of one error with errorcode 1.
-struct Fail(String);
-
-impl From<HostError> for Fail {
-    fn from(e: HostError) -> Fail {
-        Fail(e.to_string())
-    }
-}
 
 /// Where the image's files are, once the definition and the name have been resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
