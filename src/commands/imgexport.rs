@@ -54,61 +54,6 @@ pub const USAGE: &[&str] = &[
     "\txcat-imaged also takes: --checksum (a sha256sum -c file <bundle>.sha256 beside the bundle)",
 ];
 
-/// The osimage columns (Schema.pm), all of which stock exports when set.
-const OSIMAGE_COLS: &[&str] = &[
-    "imagename",
-    "groups",
-    "profile",
-    "imagetype",
-    "description",
-    "provmethod",
-    "rootfstype",
-    "nfsrootopts",
-    "osdistroname",
-    "osupdatename",
-    "cfmdir",
-    "osname",
-    "osvers",
-    "osarch",
-    "synclists",
-    "postscripts",
-    "postbootscripts",
-    "serverrole",
-    "isdeletable",
-    "kitcomponents",
-    "environvar",
-    "comments",
-    "disable",
-];
-
-/// The linuximage columns (Schema.pm).
-const LINUXIMAGE_COLS: &[&str] = &[
-    "imagename",
-    "template",
-    "boottarget",
-    "addkcmdline",
-    "pkglist",
-    "pkgdir",
-    "otherpkglist",
-    "otherpkgdir",
-    "exlist",
-    "postinstall",
-    "rootimgdir",
-    "kerneldir",
-    "nodebootif",
-    "otherifce",
-    "netdrivers",
-    "kernelver",
-    "krpmver",
-    "permission",
-    "dump",
-    "crashkernelsize",
-    "partitionfile",
-    "driverupdatesrc",
-    "comments",
-    "disable",
-];
-
 const KIT_COLS: &[&str] = &[
     "kitname",
     "basename",
@@ -499,7 +444,11 @@ fn plan(
         return Err(not_found());
     }
     let os = host
-        .table_get("osimage", &[("imagename", &name)], OSIMAGE_COLS)
+        .table_get(
+            "osimage",
+            &[("imagename", &name)],
+            crate::defs::OSIMAGE_COLUMNS,
+        )
         .map_err(|e| Fail(format!("Unable to open table 'osimage'. ({e})")))?
         .map(clean)
         .ok_or_else(not_found)?;
@@ -531,7 +480,11 @@ fn plan(
     check_values("osimage", &name, &os)?;
 
     let mut li = host
-        .table_get("linuximage", &[("imagename", &name)], LINUXIMAGE_COLS)
+        .table_get(
+            "linuximage",
+            &[("imagename", &name)],
+            crate::defs::LINUXIMAGE_COLUMNS,
+        )
         .map_err(|e| Fail(format!("Unable to open table 'linuximage' ({e})")))?
         .map(clean)
         .ok_or_else(|| {
