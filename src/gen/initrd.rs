@@ -129,6 +129,73 @@ pub fn default_drivers(arch: &str) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// The network drivers of a build: rh and sles always add their per-arch defaults to `-n`
+/// (sles also `af_packet`); the Debian family uses its defaults only without `-n`.
+pub fn family_drivers(family: &str, arch: &str, given: Option<&[String]>) -> Vec<String> {
+    let rh = super::is_rh_family(family);
+    let sles = super::is_sles_family(family);
+    if !rh && !sles {
+        return given.map_or_else(|| default_drivers(arch), <[String]>::to_vec);
+    }
+    let x86 = arch == "x86" || arch == "x86_64";
+    let defaults: &[&str] = match (rh, arch) {
+        (true, _) if x86 => &[
+            "tg3",
+            "bnx2",
+            "bnx2x",
+            "e1000",
+            "e1000e",
+            "igb",
+            "mlx_en",
+            "virtio_net",
+            "be2net",
+        ],
+        (true, "aarch64") => &[
+            "tg3",
+            "bnx2",
+            "bnx2x",
+            "e1000e",
+            "igb",
+            "mlx_en",
+            "virtio_net",
+        ],
+        (true, "ppc64" | "ppc64le") => &["e1000", "e1000e", "igb", "ibmveth", "ehea"],
+        (_, "s390x") => &["qdio", "ccwgroup"],
+        (false, _) if x86 => &[
+            "tg3",
+            "bnx2",
+            "bnx2x",
+            "e1000",
+            "e1000e",
+            "virtio_net",
+            "virtio_balloon",
+            "igb",
+            "mlx4_en",
+            "be2net",
+        ],
+        (false, "ppc64" | "ppc64le") => {
+            &["tg3", "e1000", "e1000e", "igb", "ibmveth", "ehea", "be2net"]
+        }
+        _ => &["virtio_net"],
+    };
+    let mut out: Vec<String> = Vec::new();
+    if sles {
+        out.push("af_packet".into());
+    }
+    for d in given
+        .unwrap_or_default()
+        .iter()
+        .map(String::as_str)
+        .chain(defaults.iter().copied())
+    {
+        let d = d.trim_end_matches(".ko");
+        if !out.iter().any(|o| o == d) {
+            out.push(d.to_string());
+        }
+    }
+    out
+}
+
 /// A module's name from its path in modules.dep (`kernel/a/b/e1000.ko.xz` → `e1000`).
 fn module_name(path: &str) -> String {
     let base = path.rsplit('/').next().unwrap_or(path);
@@ -326,10 +393,7 @@ pub fn plan(tree: &Tree, b: &Build, notes: &mut Vec<String>) -> Result<InitrdPla
             tree.root().display()
         ));
     };
-    let wanted = b
-        .netdrivers
-        .clone()
-        .unwrap_or_else(|| default_drivers(&b.arch));
+    let wanted = family_drivers(&b.family, &b.arch, b.netdrivers.as_deref());
     let read = |p: String| {
         tree.read(&p)
             .ok()
@@ -476,6 +540,20 @@ kernel/fs/overlayfs/overlay.ko:\n";
         );
         assert_eq!(added, ["ptp", "pps_core", "failover", "net_failover"]);
         assert_eq!(missing, ["mlx_en"], "tg3 is built in: not missing");
+    }
+
+    #[test]
+    fn drivers_per_family() {
+        let n = vec!["mlx5_core".to_string(), "e1000".into()];
+        assert_eq!(family_drivers("debian", "x86_64", Some(&n)), n);
+        assert!(family_drivers("ubuntu", "x86_64", None).contains(&"overlay".to_string()));
+        let rh = family_drivers("rh", "x86_64", Some(&n));
+        assert_eq!(&rh[..3], ["mlx5_core", "e1000", "tg3"]);
+        assert!(rh.contains(&"be2net".to_string()));
+        assert_eq!(rh.iter().filter(|d| *d == "e1000").count(), 1);
+        let sles = family_drivers("sles", "x86_64", None);
+        assert_eq!(sles[0], "af_packet");
+        assert!(sles.contains(&"virtio_balloon".to_string()));
     }
 
     #[test]
