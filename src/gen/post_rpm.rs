@@ -8,8 +8,9 @@
 //! Deliberately different from xCAT:
 //! * Directories an ifcfg file needs are created (EL9 has no `network-scripts/` until
 //!   `NetworkManager-initscripts-updown` is installed; xCAT's Perl `open` then silently
-//!   writes nothing). `/etc/sysconfig/network` is left alone where it is a directory
-//!   (SLES), where xCAT's `open` fails silently too.
+//!   writes nothing). On SLES `/etc/sysconfig/network` is the directory of the ifcfg files,
+//!   so the rh-style `NETWORKING=yes` file is not written there (xCAT's `open` of it fails
+//!   silently on every SLES).
 //! * securetty lines are added only when missing (no pile-up on reruns).
 //! * `S10network` is linked only when `/etc/init.d/network` exists (never dangling).
 //! * sles: services are enabled with the links `systemctl enable` makes for them
@@ -163,7 +164,7 @@ pub fn generic_post(tree: &Tree, b: &Build, f: Flavour) -> io::Result<Vec<String
         fstab(f, &b.osver, &b.profile, &b.arch, b.tmplimit.as_deref()).as_bytes(),
         0o644,
     )?;
-    if tree.kind("etc/sysconfig/network")? != Some(Kind::Dir) {
+    if f == Flavour::Rh && tree.kind("etc/sysconfig/network")? != Some(Kind::Dir) {
         tree.write("etc/sysconfig/network", b"NETWORKING=yes\n", 0o644)?;
     }
     // sles keeps a resolv.conf link to a file with content (netconfig's); rh overwrites.
