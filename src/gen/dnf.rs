@@ -83,7 +83,7 @@ pub fn release(osver: &str) -> Option<(u32, String)> {
 }
 
 /// The repositories of pkgdir (and kerneldir with `-k`): (id, baseurl) and notes.
-pub fn base_repos(b: &Build) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+pub fn base_repos(b: &Build) -> Result<rpm::Repos, String> {
     let mut urls = Vec::new();
     let mut notes = Vec::new();
     let mut dirs: Vec<&Path> = Vec::new();

@@ -104,6 +104,12 @@ pub fn tool_step(
     (shown, step)
 }
 
+/// A repository: (id or alias, URL).
+pub type Repo = (String, String);
+
+/// The repositories of pkgdir, with notes for the admin.
+pub type Repos = (Vec<Repo>, Vec<String>);
+
 /// Whether `s` names a remote repository.
 pub fn is_url(s: &str) -> bool {
     ["http://", "https://", "ftp://"]

@@ -56,7 +56,7 @@ fn global(root: &str) -> Vec<String> {
 }
 
 /// The pkgdir (and kerneldir) repositories: (alias, URL) and notes.
-pub fn base_repos(b: &Build) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+pub fn base_repos(b: &Build) -> Result<rpm::Repos, String> {
     let mut repos = Vec::new();
     let mut notes = Vec::new();
     let mut i = 0;
