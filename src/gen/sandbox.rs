@@ -306,6 +306,17 @@ mod tests {
     }
 
     #[test]
+    fn image_mounts_are_the_chroot_mounts_without_the_root_change() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Sandbox::new(t.path()).unwrap();
+        let (c, m) = (s.chroot(), s.image_mounts());
+        assert_eq!(c.chroot.as_deref(), Some(s.root()));
+        assert_eq!(m.chroot, None);
+        assert_eq!(c.setup, m.setup);
+        assert!(m.pid_namespace);
+    }
+
+    #[test]
     fn resolver_file_replaces_a_link() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("etc")).unwrap();
