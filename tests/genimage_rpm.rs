@@ -380,12 +380,37 @@ fn image(osvers: &str, pkglist: &str, otherpkglist: &str, environvar: Option<&st
 
 impl Image {
     fn genimage(&self, args: &[&str]) -> Output {
+        self.genimage_with(args, &self.d.path().join("no-xcat-here"))
+    }
+
+    fn genimage_with(&self, args: &[&str], xcatroot: &Path) -> Output {
         let mut a = args.to_vec();
         a.push(&self.name);
         let mut c = self.d.command("genimage", &a);
-        c.env("XCATROOT", self.d.path().join("no-xcat-here"));
+        c.env("XCATROOT", xcatroot);
         Output::of(c)
     }
+}
+
+/// A fake xCAT installation: a classic sles dracut module of our own, rc.statelite.
+fn fake_xcatroot(root: &Path) {
+    let d = root.join("share/xcat/netboot/sles/dracut");
+    std::fs::create_dir_all(&d).unwrap();
+    for f in [
+        "check",
+        "install.netboot",
+        "install.statelite",
+        "installkernel",
+        "xcatroot",
+        "xcat-cmdline.sh",
+        "xcat-prepivot.sh",
+        "xcat-premount.sh",
+    ] {
+        std::fs::write(d.join(f), format!("# {f}\n")).unwrap();
+    }
+    let a = root.join("share/xcat/netboot/add-on/statelite");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::write(a.join("rc.statelite"), "#!/bin/sh\necho statelite\n").unwrap();
 }
 
 const RH_PKGLIST: &str = "# pass 1: a group, a shell and a lua scriptlet, an include\nminishell\n  pkgC\n#INCLUDE:sub.pkglist#\n@xcattest\npkgSlow\n#NEW_INSTALL_LIST#\n#ENV:GENIMAGE_TEST=pass2#\nkernel\ndracut\n--pkgD\n";
@@ -527,7 +552,11 @@ fn sles() -> Option<&'static SlesFixture> {
         let t = Instant::now();
         let build = img.genimage(&[]);
         let build_secs = t.elapsed().as_secs_f64();
-        let onlyinitrd = img.genimage(&["--onlyinitrd", "-n", "e1000"]);
+        let xcatroot = img.d.path().join("xcatroot");
+        fake_xcatroot(&xcatroot);
+        img.d
+            .write("install/postscripts/updateflag.awk", "# updateflag\n");
+        let onlyinitrd = img.genimage_with(&["--onlyinitrd", "-n", "e1000"], &xcatroot);
         SlesFixture {
             img,
             build,
@@ -610,9 +639,10 @@ fn check_image(img: &Image, o: &Output, tool: &str, dracut_runs: usize) {
     assert_eq!(calls.len(), dracut_runs, "{calls:?}");
     for (i, c) in calls.iter().enumerate() {
         assert!(
-            c.starts_with(
-                "--force --no-hostonly --modules nfs base network kernel-modules --add-drivers "
-            ),
+            i >= 2
+                || c.starts_with(
+                    "--force --no-hostonly --modules nfs base network kernel-modules --add-drivers "
+                ),
             "{c}"
         );
         assert!(c.ends_with(KVER), "{c}");
@@ -763,23 +793,62 @@ fn genimage_sles_with_zypper_builds_the_image() {
     let Some(f) = sles() else { return };
     let o = &f.build;
     check_image(&f.img, o, "zypper", 4);
+    let r = f.img.dir.join("rootimg");
+    let read = |p: &str| std::fs::read_to_string(r.join(p)).unwrap();
     // --onlyinitrd: no package step, the dracut version still read from the rpm database,
     // -n plus sles's defaults (af_packet first).
     let oi = &f.onlyinitrd;
     assert_eq!(oi.code, 0, "{oi:?}");
     assert!(!oi.stdout.contains("zypper"), "{}", oi.stdout);
     assert!(
-        oi.stdout.contains("Dracut version: 1.0-1."),
+        oi.stdout
+            .contains("Dracut version: 1.0-1. Dracut directory: dracut."),
         "{}",
         oi.stdout
     );
     assert!(
-        oi.stdout.contains("Network drivers not in kernel"),
+        oi.stdout.contains("Using xCAT's dracut module from "),
         "{}",
         oi.stdout
     );
-    let r = f.img.dir.join("rootimg");
-    let read = |p: &str| std::fs::read_to_string(r.join(p)).unwrap();
+    let calls = read("var/lib/dracut-double/calls");
+    assert!(
+        calls.lines().nth(2).is_some_and(|l| l.starts_with(
+            "--force --no-hostonly --modules xcat nfs base network kernel-modules --add-drivers "
+        )),
+        "{calls}"
+    );
+    // The last mode built was stateless: exactly its files, with PRINIC.
+    let m = r.join("usr/lib/dracut/modules.d/97xcat");
+    let mut names: Vec<String> = std::fs::read_dir(&m)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "check",
+            "install",
+            "installkernel",
+            "xcat-cmdline.sh",
+            "xcat-updateflag",
+            "xcatroot"
+        ]
+    );
+    assert_eq!(
+        read("usr/lib/dracut/modules.d/97xcat/xcat-cmdline.sh"),
+        "# xcat-cmdline.sh\nPRINIC=eth0\n"
+    );
+    assert_eq!(read("etc/init.d/statelite"), "#!/bin/sh\necho statelite\n");
+    assert!(
+        oi.stdout.contains(&format!(
+            "Network drivers not in kernel {KVER} (skipped): af_packet e1000 tg3"
+        )),
+        "-n after af_packet, then the defaults: {}",
+        oi.stdout
+    );
     assert!(o.stdout.contains("--non-interactive --no-gpg-checks --gpg-auto-import-keys install -l --no-recommends -t pattern xcattest"), "{}", o.stdout);
     assert!(
         o.stdout.contains("addrepo -t plaindir file:"),

@@ -782,7 +782,9 @@ fn dry_run_lines(p: &Plan) -> Vec<String> {
         Some(k) => format!("kernel: {k}"),
         None => "kernel: the highest version in rootimg/boot".into(),
     });
-    let module = initrd::xcat_module_source(b.netboot_share.as_deref(), &b.family);
+    // The image's dracut version is not known before the build: rh and sles show the
+    // oldest module directory; the build chooses by version.
+    let module = initrd::xcat_module(b.netboot_share.as_deref(), &b.family, None).map(|(d, _)| d);
     l.push(match &module {
         Some(m) => format!("dracut module: xCAT's from {}", m.display()),
         None => {
@@ -791,8 +793,15 @@ fn dry_run_lines(p: &Plan) -> Vec<String> {
     });
     for mode in initrd::MODES {
         l.push(format!(
-            "initrd: chroot <rootimg> dracut --force --no-hostonly --modules \"{}nfs base network-legacy kernel-modules\" --add-drivers \"<netdrivers and dependencies>\"{} ... -> {}",
+            "initrd: chroot <rootimg> dracut --force --no-hostonly --modules \"{}{}\" --add-drivers \"<netdrivers and dependencies>\"{} ... -> {}",
             if module.is_some() { "xcat " } else { "" },
+            if gen::is_rh_family(&b.family) {
+                "nfs base network kernel-modules syslog <systemd modules of the image>"
+            } else if gen::is_sles_family(&b.family) {
+                "nfs base network kernel-modules lvm"
+            } else {
+                "nfs base network-legacy kernel-modules"
+            },
             if mode == "statelite" { " --filesystems nfs" } else { "" },
             b.destdir.join(format!("initrd-{mode}.gz")).display()
         ));
@@ -872,16 +881,27 @@ fn execute(p: Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
     }
     post::patch_rc_sysinit(&tree).map_err(|e| Fail(e.to_string()))?;
     let mut notes = Vec::new();
-    let iplan = initrd::plan(&tree, b, &mut notes).map_err(Fail)?;
-    for n in notes {
-        r.info(n);
-    }
     let dracut_version = p
         .backend
         .installed_version(&b.rootimg, "dracut")
         .unwrap_or_default();
+    let iplan = initrd::plan(
+        &tree,
+        b,
+        Some(dracut_version.as_str()).filter(|v| !v.is_empty()),
+        &mut notes,
+    )
+    .map_err(Fail)?;
+    for n in notes {
+        r.info(n);
+    }
     r.info(format!(
-        "Enter the dracut mode. Dracut version: {dracut_version}. Dracut directory: dracut."
+        "Enter the dracut mode. Dracut version: {dracut_version}. Dracut directory: {}.",
+        iplan
+            .xcat_module
+            .as_deref()
+            .and_then(Path::file_name)
+            .map_or("dracut".into(), |n| n.to_string_lossy())
     ));
     match &iplan.xcat_module {
         Some(m) => r.info(format!("Using xCAT's dracut module from {}", m.display())),
