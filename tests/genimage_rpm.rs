@@ -432,6 +432,8 @@ const EXPECTED: &[&str] = &[
 struct RhFixture {
     img: Image,
     cancel: Output,
+    /// From SIGTERM to the engine's exit.
+    cancel_secs: f64,
     seen_mounts: Vec<String>,
     after_cancel_mounts: Vec<String>,
     after_cancel_processes: Vec<String>,
@@ -489,12 +491,14 @@ fn make_rh() -> Result<RhFixture, String> {
     }
     let reached = marker.exists();
     let seen_mounts = mounts_anywhere_under(img.d.path());
+    let killed = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .map_err(|e| e.to_string())?;
     let status = child.wait().map_err(|e| e.to_string())?;
+    let cancel_secs = killed.elapsed().as_secs_f64();
     let cancel = Output {
         code: status.code().unwrap_or(-1),
         stdout: out_reader.join().unwrap_or_default(),
@@ -522,6 +526,7 @@ fn make_rh() -> Result<RhFixture, String> {
     Ok(RhFixture {
         img,
         cancel,
+        cancel_secs,
         seen_mounts,
         after_cancel_mounts,
         after_cancel_processes,
@@ -706,6 +711,36 @@ fn genimage_rhels_interrupted_in_a_scriptlet_leaves_nothing() {
     );
     assert!(f.after_cancel_tree.is_empty(), "{:?}", f.after_cancel_tree);
     assert!(f.lock_free_after_cancel);
+    report(&format!(
+        "genimage rhels9: SIGTERM to exit {:.1} s",
+        f.cancel_secs
+    ));
+}
+
+#[test]
+fn genimage_rpm_unsupported_family_is_refused() {
+    // What the plugin maps to a family xCAT has no genimage for is still refused, with the
+    // way back to xCAT's own plugin, before anything is written.
+    let d = Dir::new();
+    let list = d.write("compute.pkglist", "bash\n");
+    d.defs(&format!(
+        "cs:\n    objtype=osimage\n    imagetype=linux\n    osarch=x86_64\n    osvers=centos-stream9\n    profile=compute\n    provmethod=netboot\n    pkglist={}\n",
+        list.display()
+    ));
+    let o = d.run("genimage", &["cs"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("genimage for centos-stream images (osvers centos-stream9) is not available"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("chtab -d key=imagehandler site"),
+        "{}",
+        o.stderr
+    );
+    assert!(d.tree(&d.install()).is_empty());
 }
 
 #[test]
