@@ -24,3 +24,8 @@ mod imgexport;
 // genimage for real: a minimal Debian image from the host's mirror (root and network), an
 // interrupted build, --onlyinitrd with an xCAT dracut module, packimage of the result.
 mod genimage;
+
+// genimage for RHEL-family (dnf) and SLES (zypper) images with the real package managers and
+// tiny RPMs built by the test: passes, groups/patterns, otherpkgs, scriptlets, the rpm
+// database, post files, an interrupt in a scriptlet, a missing package, the dry run.
+mod genimage_rpm;

@@ -341,6 +341,7 @@ fn plan(o: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
         nodebootif: Option<String>,
         otherifce: Option<String>,
         kernelver: Option<String>,
+        krpmver: Option<String>,
         netdrivers: Option<String>,
         permission: Option<String>,
     }
@@ -464,7 +465,7 @@ fn plan(o: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
             let nodebootif = pick(&o.nodebootif, "nodebootif", "The primary nic");
             let otherifce = pick(&o.otherifce, "otherifce", "The other ifces");
             let kernelver = pick(&o.kernelver, "kernelver", "The kernelver");
-            let _krpmver = pick(&o.krpmver, "krpmver", "The krpmver");
+            let krpmver = pick(&o.krpmver, "krpmver", "The krpmver");
             let kerneldir = pick(&o.kerneldir, "kerneldir", "The kerneldir");
             let netdrivers = pick(&o.netdrivers, "netdrivers", "The netdrivers");
             let permission = pick(&o.permission, "permission", "The permission");
@@ -483,6 +484,7 @@ fn plan(o: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
                 nodebootif,
                 otherifce,
                 kernelver,
+                krpmver,
                 netdrivers,
                 permission,
             }
@@ -530,6 +532,7 @@ fn plan(o: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
                 nodebootif: o.nodebootif.clone(),
                 otherifce: o.otherifce.clone(),
                 kernelver: o.kernelver.clone(),
+                krpmver: o.krpmver.clone(),
                 netdrivers: o.netdrivers.clone(),
                 permission: o.permission.clone(),
                 environvar: None,
@@ -555,15 +558,20 @@ fn plan(o: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
         );
     }
     if o.rootlimit.is_some() {
-        notes.push("-l (rootlimit) is not used for Debian-family images (xCAT's ubuntu dracut module ignores it too)".into());
+        notes.push(if gen::is_rh_family(&family) || gen::is_sles_family(&family) {
+            "-l (rootlimit) is not supported by this engine yet (xCAT's rh dracut module reads it from /etc/cmdline in the initrd)".into()
+        } else {
+            "-l (rootlimit) is not used for Debian-family images (xCAT's ubuntu dracut module ignores it too)".into()
+        });
     }
     if o.ignorekernelchk {
         notes.push("--ignorekernelchk has no effect: driver update disks are not supported by this engine yet".into());
     }
     let Some(backend) = gen::backend_for(&family) else {
         return Err(Fail(format!(
-            "genimage for {family} images (osvers {}) is not available in this version of xcat-imaged: it builds Debian and Ubuntu images so far. Remove the site key imagehandler (chtab -d key=imagehandler site) to use xCAT's own genimage",
-            r.osver
+            "genimage for {family} images (osvers {}) is not available in this version of xcat-imaged: it builds Debian, Ubuntu, RHEL-family ({}) and SLES images. Remove the site key imagehandler (chtab -d key=imagehandler site) to use xCAT's own genimage",
+            r.osver,
+            gen::RH_FAMILIES.join(", ")
         )));
     };
 
@@ -669,6 +677,7 @@ fn plan(o: Opts, xcatroot: &Path, host: &mut dyn Host) -> Result<Plan> {
         otherifce: split_list(&r.otherifce),
         tmplimit: o.tmplimit.clone(),
         kernelver: r.kernelver.clone(),
+        krpmver: r.krpmver.clone(),
         kerneldir,
         permission: r.permission.clone().unwrap_or_else(|| "755".into()),
         onlyinitrd: o.onlyinitrd,
@@ -761,7 +770,7 @@ fn dry_run_lines(p: &Plan) -> Vec<String> {
     }
     l.extend(p.backend_lines.iter().cloned());
     if !b.onlyinitrd {
-        l.push("post: fstab, resolv.conf, hostname, network, securetty, passwd, xcatpostinit, fsck.nfs, xcatdsklspost".into());
+        l.push(post::summary(&b.family).into());
         for s in &b.postinstall {
             l.push(format!(
                 "postinstall: {}",
@@ -773,7 +782,9 @@ fn dry_run_lines(p: &Plan) -> Vec<String> {
         Some(k) => format!("kernel: {k}"),
         None => "kernel: the highest version in rootimg/boot".into(),
     });
-    let module = initrd::xcat_module_source(b.netboot_share.as_deref(), &b.family);
+    // The image's dracut version is not known before the build: rh and sles show the
+    // oldest module directory; the build chooses by version.
+    let module = initrd::xcat_module(b.netboot_share.as_deref(), &b.family, None).map(|(d, _)| d);
     l.push(match &module {
         Some(m) => format!("dracut module: xCAT's from {}", m.display()),
         None => {
@@ -782,8 +793,15 @@ fn dry_run_lines(p: &Plan) -> Vec<String> {
     });
     for mode in initrd::MODES {
         l.push(format!(
-            "initrd: chroot <rootimg> dracut --force --no-hostonly --modules \"{}nfs base network-legacy kernel-modules\" --add-drivers \"<netdrivers and dependencies>\"{} ... -> {}",
+            "initrd: chroot <rootimg> dracut --force --no-hostonly --modules \"{}{}\" --add-drivers \"<netdrivers and dependencies>\"{} ... -> {}",
             if module.is_some() { "xcat " } else { "" },
+            if gen::is_rh_family(&b.family) {
+                "nfs base network kernel-modules syslog <systemd modules of the image>"
+            } else if gen::is_sles_family(&b.family) {
+                "nfs base network kernel-modules lvm"
+            } else {
+                "nfs base network-legacy kernel-modules"
+            },
             if mode == "statelite" { " --filesystems nfs" } else { "" },
             b.destdir.join(format!("initrd-{mode}.gz")).display()
         ));
@@ -863,16 +881,27 @@ fn execute(p: Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
     }
     post::patch_rc_sysinit(&tree).map_err(|e| Fail(e.to_string()))?;
     let mut notes = Vec::new();
-    let iplan = initrd::plan(&tree, b, &mut notes).map_err(Fail)?;
-    for n in notes {
-        r.info(n);
-    }
     let dracut_version = p
         .backend
         .installed_version(&b.rootimg, "dracut")
         .unwrap_or_default();
+    let iplan = initrd::plan(
+        &tree,
+        b,
+        Some(dracut_version.as_str()).filter(|v| !v.is_empty()),
+        &mut notes,
+    )
+    .map_err(Fail)?;
+    for n in notes {
+        r.info(n);
+    }
     r.info(format!(
-        "Enter the dracut mode. Dracut version: {dracut_version}. Dracut directory: dracut."
+        "Enter the dracut mode. Dracut version: {dracut_version}. Dracut directory: {}.",
+        iplan
+            .xcat_module
+            .as_deref()
+            .and_then(Path::file_name)
+            .map_or("dracut".into(), |n| n.to_string_lossy())
     ));
     match &iplan.xcat_module {
         Some(m) => r.info(format!("Using xCAT's dracut module from {}", m.display())),

@@ -921,6 +921,7 @@ pub(crate) mod tests {
             otherifce: Vec::new(),
             tmplimit: None,
             kernelver: None,
+            krpmver: None,
             kerneldir: "/nonexistent/kernels".into(),
             permission: "755".into(),
             onlyinitrd: false,

@@ -8,19 +8,26 @@
 //! * [`pkglist`]: the list grammar; [`tree`]: confined file access inside the image;
 //!   [`sandbox`]: namespaces and mounts of every program;
 //! * [`debian`]: the Debian/Ubuntu backend (debootstrap + apt in the image);
-//! * [`post`]: the files genimage writes into the image (fstab, network, xCAT hooks);
+//! * [`dnf`]: the RHEL-family backend, [`zypper`]: the SLES backend (the host's package
+//!   manager installing into the image), with what they share in [`rpm`];
+//! * [`post`]: the files genimage writes into the image (fstab, network, xCAT hooks;
+//!   rh and sles flavours in [`post_rpm`]);
 //! * [`postinstall`]: the admin's postinstall scripts; [`initrd`]: kernel and dracut initrds.
 //!
 //! A new distribution family is a new [`Backend`]: it creates the base system and installs the
 //! packages; everything after that (post files, postinstall, kernel, initrds) is shared.
 
 pub mod debian;
+pub mod dnf;
 pub mod initrd;
 pub mod pkglist;
 pub mod post;
+pub mod post_rpm;
 pub mod postinstall;
+pub mod rpm;
 pub mod sandbox;
 pub mod tree;
+pub mod zypper;
 
 use crate::cancel::Cancel;
 use crate::host::{Host, HostExt};
@@ -128,6 +135,8 @@ pub struct Build {
     pub tmplimit: Option<String>,
     /// `-k` / `linuximage.kernelver`.
     pub kernelver: Option<String>,
+    /// `-g` / `linuximage.krpmver`: the kernel package version for `-k` (rh, sles).
+    pub krpmver: Option<String>,
     /// `linuximage.kerneldir` (default `<installdir>/kernels`).
     pub kerneldir: PathBuf,
     /// `--permission` (default 755).
@@ -176,11 +185,26 @@ pub trait Backend {
     fn installed_version(&self, root: &Path, package: &str) -> Option<String>;
 }
 
+/// xCAT's RHEL-family directories: `rh` and those whose genimage links to it.
+pub const RH_FAMILIES: &[&str] = &["rh", "centos", "rocky", "alma", "ol", "SL", "fedora"];
+
+/// Whether an OS family builds with xCAT's rh genimage (dnf).
+pub fn is_rh_family(family: &str) -> bool {
+    RH_FAMILIES.contains(&family)
+}
+
+/// Whether an OS family builds with xCAT's sles genimage (zypper; leap15 maps to it).
+pub fn is_sles_family(family: &str) -> bool {
+    family == "sles"
+}
+
 /// The backend for an OS family, or `None` when this engine cannot build it yet.
 pub fn backend_for(family: &str) -> Option<Box<dyn Backend>> {
     match family {
         "debian" => Some(Box::new(debian::Debian { ubuntu: false })),
         "ubuntu" => Some(Box::new(debian::Debian { ubuntu: true })),
+        f if is_rh_family(f) => Some(Box::new(dnf::Dnf)),
+        f if is_sles_family(f) => Some(Box::new(zypper::Zypper)),
         _ => None,
     }
 }

@@ -1,6 +1,6 @@
 //! The files genimage writes into a freshly built image so it boots as an xCAT stateless
-//! node (xCAT's `generic_post` and `postscripts()`, ubuntu flavour; spec §3.3), and the
-//! statelite scaffolding.
+//! node (xCAT's `generic_post` and `postscripts()`, ubuntu flavour here, rh and sles in
+//! [`super::post_rpm`]; spec §3.3), and the statelite scaffolding.
 //!
 //! Everything is written through [`Tree`], so a symlink in the image never sends a write to
 //! the host. Deliberately different from xCAT:
@@ -59,8 +59,31 @@ pub fn interfaces(nodebootif: Option<&str>, others: &[String]) -> Option<String>
     (!t.is_empty()).then_some(t)
 }
 
-/// The generic post steps for a Debian-family image. Returns notes for the admin.
+/// The generic post steps for the build's family (rh and sles flavours in
+/// [`super::post_rpm`]). Returns notes for the admin.
 pub fn generic_post(tree: &Tree, b: &Build) -> io::Result<Vec<String>> {
+    if super::is_rh_family(&b.family) {
+        return super::post_rpm::generic_post(tree, b, super::post_rpm::Flavour::Rh);
+    }
+    if super::is_sles_family(&b.family) {
+        return super::post_rpm::generic_post(tree, b, super::post_rpm::Flavour::Sles);
+    }
+    debian_post(tree, b)
+}
+
+/// What the dry run says the post step writes.
+pub fn summary(family: &str) -> &'static str {
+    if super::is_rh_family(family) {
+        "post: fstab, resolv.conf, sysconfig/network, ifcfg files, securetty, passwd, skel, xcatpostinit1 (systemd), fsck.nfs, xcatdsklspost"
+    } else if super::is_sles_family(family) {
+        "post: fstab, resolv.conf, sysconfig clock/dhcp, ifcfg files, securetty, passwd, skel, xcatpostinit, enabled sshd/wicked/xcatpostinit, fsck.nfs, xcatdsklspost"
+    } else {
+        "post: fstab, resolv.conf, hostname, network, securetty, passwd, xcatpostinit, fsck.nfs, xcatdsklspost"
+    }
+}
+
+/// The generic post steps for a Debian-family image. Returns notes for the admin.
+fn debian_post(tree: &Tree, b: &Build) -> io::Result<Vec<String>> {
     let mut notes = Vec::new();
     tree.mkdir_all("dev", 0o755)?;
     tree.char_device("dev/null", 0o666, 1, 3)?;
@@ -81,47 +104,10 @@ pub fn generic_post(tree: &Tree, b: &Build) -> io::Result<Vec<String>> {
         tree.write("etc/network/interfaces", text.as_bytes(), 0o644)?;
     }
     if b.arch != "s390x" {
-        let old =
-            String::from_utf8_lossy(&tree.read("etc/securetty")?.unwrap_or_default()).into_owned();
-        let mut add = String::new();
-        for tty in ["ttyS0", "ttyS1"] {
-            if !old.lines().any(|l| l.trim() == tty) {
-                add.push_str(tty);
-                add.push('\n');
-            }
-        }
-        if !add.is_empty() {
-            tree.append("etc/securetty", add.as_bytes(), 0o644)?;
-        }
+        add_securetty(tree, &["ttyS0", "ttyS1"])?;
     }
-    if let Some(passwd) = tree.read("etc/passwd")? {
-        let text = String::from_utf8_lossy(&passwd);
-        let fixed: String = text
-            .split_inclusive('\n')
-            .map(|l| match l.strip_prefix("root:*") {
-                Some(rest) => format!("root:x{rest}"),
-                None => l.to_string(),
-            })
-            .collect();
-        if fixed != text {
-            let mode = tree
-                .lstat("etc/passwd")?
-                .map_or(0o644, |(_, st)| st.st_mode & 0o7777);
-            tree.write("etc/passwd", fixed.as_bytes(), mode)?;
-        }
-    }
-    tree.mkdir_all("root", 0o700)?;
-    for name in tree.list("etc/skel")? {
-        if !name.starts_with('.') {
-            continue;
-        }
-        let src = format!("etc/skel/{name}");
-        if let Some((Kind::File, st)) = tree.lstat(&src)? {
-            if let Some(data) = tree.read(&src)? {
-                tree.write(&format!("root/{name}"), &data, st.st_mode & 0o7777)?;
-            }
-        }
-    }
+    fix_root_passwd(tree)?;
+    copy_skel(tree)?;
     if tree.is_dir("etc/rc3.d") && tree.kind("etc/init.d/networking")?.is_some() {
         let has = tree
             .list("etc/rc3.d")?
@@ -144,6 +130,73 @@ pub fn generic_post(tree: &Tree, b: &Build) -> io::Result<Vec<String>> {
             xcatpostinit.display()
         ));
     }
+    fsck_nfs_and_dsklspost(tree, b, &mut notes)?;
+    Ok(notes)
+}
+
+/// Appends the serial consoles (or others) to `/etc/securetty` that it does not list yet,
+/// so reruns do not pile them up.
+pub(super) fn add_securetty(tree: &Tree, ttys: &[&str]) -> io::Result<()> {
+    let old =
+        String::from_utf8_lossy(&tree.read("etc/securetty")?.unwrap_or_default()).into_owned();
+    let mut add = String::new();
+    for tty in ttys {
+        if !old.lines().any(|l| l.trim() == *tty) {
+            add.push_str(tty);
+            add.push('\n');
+        }
+    }
+    if !add.is_empty() {
+        tree.append("etc/securetty", add.as_bytes(), 0o644)?;
+    }
+    Ok(())
+}
+
+/// `root:*` → `root:x` in `/etc/passwd`.
+pub(super) fn fix_root_passwd(tree: &Tree) -> io::Result<()> {
+    if let Some(passwd) = tree.read("etc/passwd")? {
+        let text = String::from_utf8_lossy(&passwd);
+        let fixed: String = text
+            .split_inclusive('\n')
+            .map(|l| match l.strip_prefix("root:*") {
+                Some(rest) => format!("root:x{rest}"),
+                None => l.to_string(),
+            })
+            .collect();
+        if fixed != text {
+            let mode = tree
+                .lstat("etc/passwd")?
+                .map_or(0o644, |(_, st)| st.st_mode & 0o7777);
+            tree.write("etc/passwd", fixed.as_bytes(), mode)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the dot files of `/etc/skel` into `/root`.
+pub(super) fn copy_skel(tree: &Tree) -> io::Result<()> {
+    tree.mkdir_all("root", 0o700)?;
+    for name in tree.list("etc/skel")? {
+        if !name.starts_with('.') {
+            continue;
+        }
+        let src = format!("etc/skel/{name}");
+        if let Some((Kind::File, st)) = tree.lstat(&src)? {
+            if let Some(data) = tree.read(&src)? {
+                tree.write(&format!("root/{name}"), &data, st.st_mode & 0o7777)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// xCAT's `postscripts()` besides generic_post: `/sbin/fsck.nfs` ("true") and
+/// `/opt/xcat/xcatdsklspost` from `<installdir>/postscripts`.
+pub(super) fn fsck_nfs_and_dsklspost(
+    tree: &Tree,
+    b: &Build,
+    notes: &mut Vec<String>,
+) -> io::Result<()> {
     tree.mkdir_all("sbin", 0o755)?;
     let fsck_ok = tree
         .lstat("sbin/fsck.nfs")?
@@ -152,7 +205,7 @@ pub fn generic_post(tree: &Tree, b: &Build) -> io::Result<Vec<String>> {
         tree.write("sbin/fsck.nfs", b"true\n", 0o755)?;
     }
     tree.mkdir_all("opt/xcat", 0o755)?;
-    let dsklspost = postscripts.join("xcatdsklspost");
+    let dsklspost = b.installdir.join("postscripts/xcatdsklspost");
     if dsklspost.is_file() {
         tree.copy_in(&dsklspost, "opt/xcat/xcatdsklspost", 0o755)?;
     } else {
@@ -161,7 +214,7 @@ pub fn generic_post(tree: &Tree, b: &Build) -> io::Result<Vec<String>> {
             dsklspost.display()
         ));
     }
-    Ok(notes)
+    Ok(())
 }
 
 /// The statelite scaffolding (also under `--onlyinitrd`, as xCAT): `/.statelite` and

@@ -6,6 +6,8 @@
 //! the image, the child mounts a fresh `proc`, a read-only `sysfs`, a minimal `/dev` (tmpfs
 //! with null, zero, full, random, urandom, tty, a private devpts and shm), a tmpfs `/run`, the
 //! host's `resolv.conf` read-only and any local repositories read-only, then changes root.
+//! Host programs that work on the image from outside (dnf, zypper) get the same mounts
+//! without the change of root.
 //!
 //! Consequences, by construction rather than by cleanup code:
 //! * Nothing is ever mounted in the engine's (or the host's) mount namespace; every mount is
@@ -134,6 +136,17 @@ impl Sandbox {
 
     /// Isolation for a program run inside the image (call [`Sandbox::prepare`] first).
     pub fn chroot(&self) -> Isolation {
+        Isolation {
+            chroot: Some(self.root.clone()),
+            ..self.image_mounts()
+        }
+    }
+
+    /// Isolation for a host program that works on the image from outside (dnf
+    /// `--installroot`, zypper `--root`: rpm changes root itself for the scriptlets): the
+    /// same mounts in the image as [`Sandbox::chroot`], no change of root (call
+    /// [`Sandbox::prepare`] first).
+    pub fn image_mounts(&self) -> Isolation {
         let r = &self.root;
         let hard = MountFlags {
             nosuid: true,
@@ -249,7 +262,7 @@ impl Sandbox {
             pid_namespace: true,
             hostname: Some(HOSTNAME.into()),
             setup,
-            chroot: Some(r.clone()),
+            chroot: None,
         }
     }
 
@@ -290,6 +303,17 @@ mod tests {
         std::os::unix::fs::symlink("/elsewhere", t.path().join("proc")).unwrap();
         let e = Sandbox::new(t.path()).unwrap().prepare().unwrap_err();
         assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn image_mounts_are_the_chroot_mounts_without_the_root_change() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Sandbox::new(t.path()).unwrap();
+        let (c, m) = (s.chroot(), s.image_mounts());
+        assert_eq!(c.chroot.as_deref(), Some(s.root()));
+        assert_eq!(m.chroot, None);
+        assert_eq!(c.setup, m.setup);
+        assert!(m.pid_namespace);
     }
 
     #[test]
