@@ -12,7 +12,7 @@
 //! Needs root, dnf / zypper, rpmbuild, createrepo_c, modifyrepo_c and busybox; skipped with
 //! the reason otherwise.
 
-use crate::util::{is_root, skip, Dir, Output};
+use crate::util::{bin, cmd_exists, is_root, skip, Dir, Output};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -996,4 +996,161 @@ fn genimage_rpm_dryrun_prints_the_plan() {
         assert!(o.stdout.contains("Nothing was changed (--dryrun)."));
         assert_eq!(img.d.tree(img.d.path()), before, "nothing was created");
     }
+}
+
+/// The Perl side of a request, as xcatd runs it: `xCAT::Imaged::relay` with the xCAT::Table
+/// doubles (`perl-shim/t/lib`) over a JSON table file; prints the responses as one JSON line.
+const BRIDGE_DRIVER: &str = r#"use strict;
+use warnings;
+use JSON::PP ();
+use xCAT::Imaged;
+my $json = JSON::PP->new->utf8->canonical;
+my $request = $json->decode($ENV{TEST_REQUEST});
+my @responses;
+xCAT::Imaged::relay($request, sub { push @responses, $_[0] });
+print $json->encode(\@responses), "\n";
+"#;
+
+#[test]
+fn genimage_through_the_perl_bridge_writes_the_rows_back() {
+    if let Some(why) = cannot("dnf") {
+        skip(&why);
+        return;
+    }
+    if !cmd_exists("perl") {
+        skip("perl not installed");
+        return;
+    }
+    let r = repos();
+    let d = Dir::new();
+    let install = d.install();
+    // -o/-p/-a: the pkglist and postinstall come from the profile lookup, pkgdir and
+    // rootimgdir from their defaults under installdir.
+    d.write(
+        "install/custom/netboot/rh/compute.pkglist",
+        "minishell\npkgA\nkernel\ndracut\n",
+    );
+    let post = d.write(
+        "install/custom/netboot/rh/compute.postinstall",
+        "#!/bin/sh\necho \"$2 $3 $4\" > \"$1/etc/bridge-postinstall\"\n",
+    );
+    std::fs::set_permissions(&post, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    d.write("install/postscripts/xcatdsklspost", "#!/bin/sh\n");
+    let pkgdir = install.join("rhels9.4/x86_64");
+    std::fs::create_dir_all(pkgdir.parent().unwrap()).unwrap();
+    run_ok(
+        {
+            let mut c = Command::new("cp");
+            c.arg("-a").arg(&r.base).arg(&pkgdir);
+            c
+        },
+        "copy the repository to the default pkgdir",
+    );
+    let tables = d.write(
+        "tables.json",
+        &serde_json::json!({
+            "site": [
+                {"key": "installdir", "value": install.display().to_string()},
+                {"key": "tftpdir", "value": d.tftp().display().to_string()},
+            ],
+            "osimage": [],
+            "linuximage": [],
+        })
+        .to_string(),
+    );
+    let driver = d.write("driver.pl", BRIDGE_DRIVER);
+    let request = serde_json::json!({
+        "command": ["genimage"],
+        "arg": ["-o", "rhels9.4", "-p", "compute", "-a", "x86_64", "-i", "eth0", "-n", "virtio_net"],
+        "cwd": [d.path().display().to_string()],
+        "clienttype": ["cli"],
+        "username": ["root"],
+        "_xcat_authname": ["root"],
+        "_xcat_clienthost": ["localhost"],
+    });
+    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("perl-shim");
+    let mut c = Command::new("perl");
+    c.arg("-I")
+        .arg(shim.join("t/lib"))
+        .arg("-I")
+        .arg(shim.join("lib"))
+        .arg(&driver)
+        .env("TEST_REQUEST", request.to_string())
+        .env("XCAT_TEST_TABLES", &tables)
+        .env("XCAT_IMAGED_ENGINE", bin())
+        .env("XCAT_IMAGED_LOCK_DIR", d.locks())
+        .env("XCATROOT", d.path().join("no-xcat-here"))
+        .current_dir(d.path());
+    let o = Output::of(c);
+    assert_eq!(o.code, 0, "{o:?}");
+    let responses: serde_json::Value =
+        serde_json::from_str(o.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {o:?}"));
+    let text = responses.to_string();
+    assert!(
+        !text.contains("\"errorcode\""),
+        "the build succeeds through the bridge: {text}"
+    );
+
+    let rootimgdir = install.join("netboot/rhels9.4/x86_64/compute");
+    assert_eq!(
+        rpm_names(&rootimgdir.join("rootimg")),
+        ["dracut", "kernel", "minishell", "pkgA"],
+        "{text}"
+    );
+    assert!(rootimgdir.join("initrd-stateless.gz").is_file());
+    let tables: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tables).unwrap()).unwrap();
+    let row = |table: &str, name: &str| -> serde_json::Map<String, serde_json::Value> {
+        tables[table]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["imagename"] == name)
+            .unwrap_or_else(|| panic!("no {table} row {name}: {tables}"))
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    let list = install.join("custom/netboot/rh/compute.pkglist");
+    for (name, provmethod) in [
+        ("rhels9.4-x86_64-netboot-compute", "netboot"),
+        ("rhels9.4-x86_64-statelite-compute", "statelite"),
+    ] {
+        let os = row("osimage", name);
+        for (k, v) in [
+            ("profile", "compute"),
+            ("imagetype", "linux"),
+            ("provmethod", provmethod),
+            ("osname", "Linux"),
+            ("osvers", "rhels9.4"),
+            ("osarch", "x86_64"),
+        ] {
+            assert_eq!(
+                os.get(k).and_then(|v| v.as_str()),
+                Some(v),
+                "{name} {k}: {os:?}"
+            );
+        }
+        let li = row("linuximage", name);
+        for (k, v) in [
+            ("pkglist", list.display().to_string()),
+            ("pkgdir", pkgdir.display().to_string()),
+            ("rootimgdir", rootimgdir.display().to_string()),
+            ("postinstall", post.display().to_string()),
+            ("permission", "755".to_string()),
+            ("nodebootif", "eth0".to_string()),
+            ("netdrivers", "virtio_net".to_string()),
+        ] {
+            assert_eq!(
+                li.get(k).and_then(|v| v.as_str()),
+                Some(v.as_str()),
+                "{name} {k}: {li:?}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(rootimgdir.join("rootimg/etc/bridge-postinstall")).unwrap(),
+        "rhels9.4 x86_64 compute\n",
+        "postinstall got xCAT's arguments"
+    );
 }
