@@ -24,3 +24,8 @@ mod imgexport;
 // genimage for real: a minimal Debian image from the host's mirror (root and network), an
 // interrupted build, --onlyinitrd with an xCAT dracut module, packimage of the result.
 mod genimage;
+
+// Fault injection: SIGKILL at many points of packimage (every format), imgexport and
+// genimage; a full destination (tmpfs in a private mount namespace); unreadable and changing
+// files. Prints `faults:` summary lines.
+mod faults;
