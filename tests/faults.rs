@@ -264,18 +264,26 @@ fn lock_released(n: &Node) -> Option<String> {
 /// `/proc/locks` with the command line of each holder, for failure messages.
 fn lock_holders() -> String {
     let mut out = String::new();
-    for l in std::fs::read_to_string("/proc/locks").unwrap_or_default().lines() {
+    for l in std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+    {
         let pid = l.split_whitespace().nth(4).unwrap_or("");
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        out.push_str(&format!("{l} [{}]\n", String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        out.push_str(&format!(
+            "{l} [{}]\n",
+            String::from_utf8_lossy(&cmd).replace('\0', " ")
+        ));
     }
     out
 }
 
 fn holds_lock(pid: u32, locks: &Path) -> bool {
-    std::fs::read_dir(locks).into_iter().flatten().flatten().any(|e| {
-        std::fs::read_to_string(e.path()).is_ok_and(|s| s.trim() == pid.to_string())
-    })
+    std::fs::read_dir(locks)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|s| s.trim() == pid.to_string()))
 }
 
 /// Starts `c` and runs it until `point`, then SIGKILLs it. Returns true when the kill hit a
@@ -368,10 +376,17 @@ fn packimage_sigkill_at_every_phase_and_every_tenth_of_every_format() {
         let o = n.pack(&args);
         assert_eq!(o.code, 0, "{file}: the run after the kills: {o:?}");
         assert_eq!(temp_files(&n.dir), Vec::<String>::new(), "{file}");
-        assert_eq!(n.names(), ["rootimg", file], "{file}: one image, nothing else");
+        assert_eq!(
+            n.names(),
+            ["rootimg", file],
+            "{file}: one image, nothing else"
+        );
         let got = extract(&target, &n.d.path().join(format!("z-{file}")));
         assert_eq!(got, bulk, "{file}: the rerun's image is complete");
-        assert!(hit >= 8, "{file}: only {hit} of the kills hit a running pack");
+        assert!(
+            hit >= 8,
+            "{file}: only {hit} of the kills hit a running pack"
+        );
         summary.push(format!(
             "{file} {hit} kills ({kept} old kept, {replaced} new complete)"
         ));
@@ -436,7 +451,11 @@ impl Export {
 
 /// The bundle's members (`tar -tzf`), which also proves it is a whole gzip'd tar.
 fn members(bundle: &Path) -> Vec<String> {
-    let out = Command::new("tar").arg("-tzf").arg(bundle).output().unwrap();
+    let out = Command::new("tar")
+        .arg("-tzf")
+        .arg(bundle)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "tar -tzf {}", bundle.display());
     let mut v: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
@@ -470,7 +489,11 @@ fn imgexport_sigkill_at_every_phase_and_every_tenth() {
             kept += 1;
         } else {
             replaced += 1;
-            assert_eq!(members(&bundle), want, "at {p:?}: a replaced bundle is complete");
+            assert_eq!(
+                members(&bundle),
+                want,
+                "at {p:?}: a replaced bundle is complete"
+            );
             old = now;
         }
         let names = names(&n.cwd);
@@ -486,7 +509,12 @@ fn imgexport_sigkill_at_every_phase_and_every_tenth() {
     assert!(hit >= 8, "only {hit} kills hit a running export");
     assert_eq!(
         names(&n.dir),
-        ["initrd-stateless.gz", "kernel", "rootimg", "rootimg.cpio.gz"],
+        [
+            "initrd-stateless.gz",
+            "kernel",
+            "rootimg",
+            "rootimg.cpio.gz"
+        ],
         "the image directory is never written"
     );
     report(&format!(
@@ -526,7 +554,14 @@ fn tmpfs(dir: &Path, bytes: u64, remount: bool) {
         MsFlags::empty()
     };
     let opts = format!("size={bytes},mode=0755");
-    mount(Some("tmpfs"), dir, Some("tmpfs"), flags, Some(opts.as_str())).expect("mount tmpfs");
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        flags,
+        Some(opts.as_str()),
+    )
+    .expect("mount tmpfs");
 }
 
 fn used_bytes(dir: &Path) -> u64 {
@@ -565,15 +600,30 @@ fn a_full_destination_fails_clearly_and_keeps_the_old_image() {
             let old = std::fs::read(n.dir.join(file)).unwrap();
             // 1. Less free space than the pack can need: refused before anything is written.
             // 2. Enough to pass that check, too little for the archive: ENOSPC mid-write.
-            for (free, why) in [(1u64 << 20, "Not enough free space"), (input * 6 / 10, "No space left on device")] {
+            for (free, why) in [
+                (1u64 << 20, "Not enough free space"),
+                (input * 6 / 10, "No space left on device"),
+            ] {
                 tmpfs(&n.dir, used_bytes(&n.dir) + free, true);
                 let o = n.pack(&args);
                 faults += 1;
                 assert_eq!(o.code, 1, "{file} with {free} bytes free: {o:?}");
-                assert!(o.stderr.starts_with("Error: ") && o.stderr.contains(why), "{file}: {}", o.stderr);
+                assert!(
+                    o.stderr.starts_with("Error: ") && o.stderr.contains(why),
+                    "{file}: {}",
+                    o.stderr
+                );
                 report(&format!("  {file}: {}", o.stderr.trim_end()));
-                assert_eq!(std::fs::read(n.dir.join(file)).unwrap(), old, "{file}: old image kept");
-                assert_eq!(temp_files(&n.dir), Vec::<String>::new(), "{file}: no temp left");
+                assert_eq!(
+                    std::fs::read(n.dir.join(file)).unwrap(),
+                    old,
+                    "{file}: old image kept"
+                );
+                assert_eq!(
+                    temp_files(&n.dir),
+                    Vec::<String>::new(),
+                    "{file}: no temp left"
+                );
                 assert!(lock_released(&n).is_none());
             }
             assert!(processes_naming(&n.dir).is_empty());
@@ -585,12 +635,19 @@ fn a_full_destination_fails_clearly_and_keeps_the_old_image() {
         assert_eq!(o.code, 0, "{o:?}");
         let old = std::fs::read(x.cwd.join("keep.tgz")).unwrap();
         // About 14 MiB of bundle; imgexport's own check wants half of it free.
-        for (free, why) in [(256u64 << 10, "Not enough free space"), (10 << 20, "No space left on device")] {
+        for (free, why) in [
+            (256u64 << 10, "Not enough free space"),
+            (10 << 20, "No space left on device"),
+        ] {
             tmpfs(&x.cwd, used_bytes(&x.cwd) + free, true);
             let o = x.export(&["keep.tgz"]);
             faults += 1;
             assert_eq!(o.code, 1, "imgexport with {free} bytes free: {o:?}");
-            assert!(o.stderr.starts_with("Error: ") && o.stderr.contains(why), "{}", o.stderr);
+            assert!(
+                o.stderr.starts_with("Error: ") && o.stderr.contains(why),
+                "{}",
+                o.stderr
+            );
             report(&format!("  imgexport: {}", o.stderr.trim_end()));
             assert_eq!(std::fs::read(x.cwd.join("keep.tgz")).unwrap(), old);
             assert_eq!(names(&x.cwd), ["keep.tgz"], "nothing else in the cwd");
@@ -667,6 +724,7 @@ fn unreadable_files_and_directories_are_errors_and_keep_the_old_image() {
             );
             assert_eq!(std::fs::read(n.dir.join("rootimg.tar.gz")).unwrap(), old);
             assert_eq!(n.names(), ["rootimg", "rootimg.tar.gz"], "no temp, no cpio");
+            report(&format!("  {what}, {m}: {}", o.stderr.trim_end()));
         }
     }
     // The control: with its capabilities the same engine packs the same tree.
@@ -691,13 +749,18 @@ fn unreadable_files_and_directories_are_errors_and_keep_the_old_image() {
     assert_eq!(o.code, 1, "{o:?}");
     // Checked up front, with stock's message for a file it cannot read.
     assert!(
-        o.stderr.contains(&format!("Couldn't find file {}", x.dir.join("kernel").display())),
+        o.stderr.contains(&format!(
+            "Couldn't find file {}",
+            x.dir.join("kernel").display()
+        )),
         "{}",
         o.stderr
     );
     assert_eq!(std::fs::read(x.cwd.join("keep.tgz")).unwrap(), old);
     assert_eq!(names(&x.cwd), ["keep.tgz"]);
-    report(&format!("unreadable: {faults} runs, each errorcode 1 naming the path, old file kept"));
+    report(&format!(
+        "unreadable: {faults} runs, each errorcode 1 naming the path, old file kept"
+    ));
 }
 
 /// How a file is changed while it is packed.
@@ -718,7 +781,9 @@ fn meddle(path: PathBuf, how: Change, stop: std::sync::Arc<std::sync::atomic::At
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         i += 1;
         match how {
-            Change::Size => f.set_len(if i % 2 == 0 { len } else { len / 3 }).unwrap(),
+            Change::Size => f
+                .set_len(if i.is_multiple_of(2) { len } else { len / 3 })
+                .unwrap(),
             Change::Content => {
                 let off = (i * 7919 * 4096) % (len - 4096);
                 f.write_at(&noise(4096, i), off).unwrap();
@@ -764,14 +829,22 @@ fn a_file_changing_while_packed_is_an_error_never_a_corrupt_image() {
                 Change::Size => &["shrank", "grew", "changed"][..],
                 Change::Content => &["changed"][..],
             };
-            let msg: Vec<String> = msg.iter().map(|m| format!("{m} while being packed")).collect();
+            let msg: Vec<String> = msg
+                .iter()
+                .map(|m| format!("{m} while being packed"))
+                .collect();
             assert!(
                 o.stderr.contains("var/lib/bulk/changing")
                     && msg.iter().any(|m| o.stderr.contains(m)),
                 "{file}, {how:?}: {}",
                 o.stderr
             );
-            assert_eq!(std::fs::read(n.dir.join(file)).unwrap(), old, "{file}: old kept");
+            assert_eq!(
+                std::fs::read(n.dir.join(file)).unwrap(),
+                old,
+                "{file}: old kept"
+            );
+            report(&format!("  {file}, {how:?}: {}", o.stderr.trim_end()));
             assert_eq!(temp_files(&n.dir), Vec::<String>::new());
         }
         // Left alone, the file packs.
@@ -807,8 +880,16 @@ fn host_mirror() -> String {
 
 fn mirror_reachable(url: &str) -> bool {
     use std::net::{TcpStream, ToSocketAddrs};
-    let host = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("");
-    let addr = if host.contains(':') { host.to_string() } else { format!("{host}:80") };
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("");
+    let addr = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
     addr.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
@@ -865,7 +946,11 @@ struct Watched {
 
 impl Watched {
     fn start(mut c: Command) -> Watched {
-        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let out = child.stdout.take().unwrap();
         let mut err = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -883,15 +968,27 @@ impl Watched {
             let _ = err.read_to_string(&mut s);
             s
         });
-        Watched { child, lines, reader, err }
+        Watched {
+            child,
+            lines,
+            reader,
+            err,
+        }
     }
 
-    /// Waits for a line starting with `prefix` (None: any line); false on EOF or timeout.
-    fn wait_for(&self, prefix: Option<&str>) -> bool {
+    /// Waits for the `nth` line starting with `prefix` (None: any line); false on EOF or
+    /// timeout.
+    fn wait_for(&self, prefix: Option<&str>, nth: usize) -> bool {
         let deadline = Instant::now() + Duration::from_secs(600);
+        let mut seen = 0;
         while Instant::now() < deadline {
             match self.lines.recv_timeout(Duration::from_secs(1)) {
-                Ok(l) if prefix.is_none_or(|p| l.starts_with(p)) => return true,
+                Ok(l) if prefix.is_none_or(|p| l.starts_with(p)) => {
+                    seen += 1;
+                    if seen >= nth {
+                        return true;
+                    }
+                }
                 Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(_) => return false,
             }
@@ -942,17 +1039,29 @@ fn genimage_sigkill_in_its_early_phases_leaves_no_mount_and_the_rerun_starts_cle
         c.env("XCATROOT", d.path().join("no-xcat-here"));
         Watched::start(c)
     };
-    // Kill points: the first line, debootstrap's first download, and its unpack stage once
-    // its proc mount exists in the build's namespace.
+    // Kill points: the first line, debootstrap's first download, its dependency resolution,
+    // the middle of its package downloads, and its unpack stage once its proc mount exists in
+    // the build's namespace.
     let mut kills = 0;
     let mut with_mounts = 0;
-    for point in ["first line", "I: Retrieving", "I: Unpacking"] {
+    for (point, nth) in [
+        ("first line", 1),
+        ("I: Retrieving", 1),
+        ("I: Resolving dependencies", 1),
+        ("I: Retrieving", 40),
+        ("I: Unpacking", 1),
+    ] {
         let w = run();
         let prefix = (point != "first line").then_some(point);
-        assert!(w.wait_for(prefix), "genimage never printed {point}");
+        assert!(
+            w.wait_for(prefix, nth),
+            "genimage never printed {point} ({nth})"
+        );
         if point == "I: Unpacking" {
             let t = Instant::now();
-            while mounts_anywhere_under(d.path()).is_empty() && t.elapsed() < Duration::from_secs(30) {
+            while mounts_anywhere_under(d.path()).is_empty()
+                && t.elapsed() < Duration::from_secs(30)
+            {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if !mounts_anywhere_under(d.path()).is_empty() {
@@ -965,7 +1074,10 @@ fn genimage_sigkill_in_its_early_phases_leaves_no_mount_and_the_rerun_starts_cle
         let m = settles(|| mounts_anywhere_under(d.path()));
         assert!(m.is_empty(), "after a kill at {point}: mounts left {m:?}");
         let p = settles(|| processes_under(d.path()));
-        assert!(p.is_empty(), "after a kill at {point}: processes left {p:?}");
+        assert!(
+            p.is_empty(),
+            "after a kill at {point}: processes left {p:?}"
+        );
         assert!(xcat_imaged::lock::acquire_in(&d.locks(), &dir.join("rootimg")).is_ok());
         let rootimg = dir.join("rootimg");
         assert!(
@@ -978,16 +1090,32 @@ fn genimage_sigkill_in_its_early_phases_leaves_no_mount_and_the_rerun_starts_cle
             "the host's mount table is unchanged"
         );
     }
-    assert_eq!(with_mounts, 1, "the unpack-stage kill hit a build with its mounts");
+    assert_eq!(
+        with_mounts, 1,
+        "the unpack-stage kill hit a build with its mounts"
+    );
     // The rerun removes the killed build's partial tree and starts over; SIGTERM then ends it
     // cleanly (the full rerun to a bootable image is tests/genimage.rs's fixture).
-    assert!(dir.join(".rootimg.genimage-partial").exists(), "the kill left its partial tree");
+    assert!(
+        dir.join(".rootimg.genimage-partial").exists(),
+        "the kill left its partial tree"
+    );
     let w = run();
-    assert!(w.wait_for(Some("I: Retrieving")), "the rerun reached debootstrap");
+    assert!(
+        w.wait_for(Some("I: Retrieving"), 1),
+        "the rerun reached debootstrap"
+    );
     let o = w.signal(Signal::SIGTERM);
     assert_eq!(o.code, 1, "{o:?}");
-    assert!(o.stderr.contains("genimage was interrupted"), "{}", o.stderr);
-    assert!(!dir.join(".rootimg.genimage-partial").exists(), "the rerun's cancel removed the partial tree");
+    assert!(
+        o.stderr.contains("genimage was interrupted"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !dir.join(".rootimg.genimage-partial").exists(),
+        "the rerun's cancel removed the partial tree"
+    );
     assert!(settles(|| mounts_anywhere_under(d.path())).is_empty());
     assert!(settles(|| processes_under(d.path())).is_empty());
     report(&format!(

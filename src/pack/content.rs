@@ -128,7 +128,10 @@ mod tests {
             },
         };
         let err = append_from_disk(&mut w, &entry(10), &p).unwrap_err();
-        assert!(err.to_string().contains("changed while being packed"), "{err}");
+        assert!(
+            err.to_string().contains("changed while being packed"),
+            "{err}"
+        );
         assert!(err.to_string().contains(&p.display().to_string()), "{err}");
     }
 
