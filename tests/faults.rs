@@ -249,7 +249,7 @@ fn lock_released(n: &Node) -> Option<String> {
     if n.lock_free() {
         return None;
     }
-    let holders = lock_holders();
+    let holders = lock_holders(n);
     let t = Instant::now();
     while !n.lock_free() {
         assert!(
@@ -261,21 +261,22 @@ fn lock_released(n: &Node) -> Option<String> {
     Some(holders)
 }
 
-/// `/proc/locks` with the command line of each holder, for failure messages.
-fn lock_holders() -> String {
-    let mut out = String::new();
-    for l in std::fs::read_to_string("/proc/locks")
+/// The `/proc/locks` lines of the image's lock file, for failure messages and the report.
+fn lock_holders(n: &Node) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let inodes: Vec<String> = std::fs::read_dir(n.d.locks())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| format!(":{} ", m.ino()))
+        .collect();
+    std::fs::read_to_string("/proc/locks")
         .unwrap_or_default()
         .lines()
-    {
-        let pid = l.split_whitespace().nth(4).unwrap_or("");
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        out.push_str(&format!(
-            "{l} [{}]\n",
-            String::from_utf8_lossy(&cmd).replace('\0', " ")
-        ));
-    }
-    out
+        .filter(|l| inodes.iter().any(|i| l.contains(i.as_str())))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn holds_lock(pid: u32, locks: &Path) -> bool {
