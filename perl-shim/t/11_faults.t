@@ -176,11 +176,12 @@ sub pack_in_child {
 }
 
 # Engines of this test (found by their lock directory; a child an engine has forked and not yet
-# exec'd is left out), sampled until every child is done. Each is tied to the image whose
-# directory it has a file open in.
+# exec'd is left out), sampled until every child is done. %image_of maps a bridge process to
+# its image; each engine is tied to the image of its parent.
 sub sample_engines {
-    my ($d, @children) = @_;
-    my $locks = $d->{locks};
+    my ($d, %image_of) = @_;
+    my $locks    = $d->{locks};
+    my @children = keys %image_of;
     my %seen;
     my %left = map { $_ => 1 } @children;
     while (%left) {
@@ -201,17 +202,11 @@ sub sample_engines {
             my ($ppid) = map { /\APPid:\s+(\d+)/ ? $1 : () } @status;
             my $pexe = defined $ppid ? readlink "/proc/$ppid/exe" : undef;
             next if defined $pexe && $pexe eq $ENGINE;
-            my $s = $seen{$pid} //= { hwm => 0, fds => 0, threads => 0 };
+            my $s = $seen{$pid} //= { hwm => 0, fds => 0, threads => 0, img => $image_of{ $ppid // 0 } };
             if (opendir my $fd, "/proc/$pid/fd") {
                 my @fds = grep { /\A\d+\z/ } readdir $fd;
                 closedir $fd or die "closedir: $!\n";
                 $s->{fds} = @fds if @fds > $s->{fds};
-                for my $n (@fds) {
-                    my $t = readlink "/proc/$pid/fd/$n" // next;
-                    for my $img (keys %{ $d->{dirs} }) {
-                        $s->{img} //= $img if index($t, "$d->{dirs}{$img}/") == 0;
-                    }
-                }
             }
             {
                 for my $l (@status) {
@@ -273,12 +268,12 @@ sub archive_sum {
     my %method = map { $imgs[$_] => ($_ % 2 ? 'tar' : 'cpio') } 0 .. $#imgs;
     my $t0 = Time::HiRes::time();
     my %out;
-    my @kids;
+    my %image_of;
     for my $img (@imgs) {
         $out{$img} = File::Spec->catfile($d->{root}, "$img.json");
-        push @kids, pack_in_child($d, $img, $method{$img}, $out{$img});
+        $image_of{ pack_in_child($d, $img, $method{$img}, $out{$img}) } = $img;
     }
-    my $seen = sample_engines($d, @kids);
+    my $seen = sample_engines($d, %image_of);
     my $secs = Time::HiRes::time() - $t0;
     my $ok = 0;
     for my $img (@imgs) {
