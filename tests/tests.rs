@@ -29,3 +29,8 @@ mod genimage;
 // tiny RPMs built by the test: passes, groups/patterns, otherpkgs, scriptlets, the rpm
 // database, post files, an interrupt in a scriptlet, a missing package, the dry run.
 mod genimage_rpm;
+
+// Fault injection: SIGKILL at many points of packimage (every format), imgexport and
+// genimage; a full destination (tmpfs in a private mount namespace); unreadable and changing
+// files. Prints `faults:` summary lines.
+mod faults;

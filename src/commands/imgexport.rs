@@ -20,6 +20,7 @@ use crate::export::sha256;
 use crate::host::{Host, HostError, HostExt};
 use crate::image::{self, perl_true, shown};
 use crate::pack::compress::{self, Compressor};
+use crate::pack::content;
 use crate::pack::cpio::CpioWriter;
 use crate::pack::entry::{ArchiveWriter, Entry, Kind, Source};
 use crate::pack::inject::{self, Overlay};
@@ -1722,7 +1723,10 @@ fn pack_rootimg_tree(
         }
         let res = if w.carries_data(e) {
             match &e.source {
-                Source::Disk(p) => open_source(p, false).and_then(|(mut f, _)| w.append(e, &mut f)),
+                Source::Disk(p) => open_source(p, false).and_then(|(mut f, md)| {
+                    w.append(e, &mut f)?;
+                    content::check_unchanged(p, &f, &md)
+                }),
                 _ => w.append(e, &mut io::empty()),
             }
         } else {
@@ -1865,7 +1869,7 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
                 let mut head = [0u8; 8];
                 let n = read_head(&mut f, &mut head).map_err(fail)?;
                 let store = bundle::looks_compressed(&head[..n]);
-                let mut chained = (&head[..n]).chain(f);
+                let mut chained = (&head[..n]).chain(&f);
                 let mut watched = Watched {
                     inner: &mut chained,
                     cancel,
@@ -1873,6 +1877,7 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
                     host,
                 };
                 w.append(&entry, &mut watched, store).map_err(fail)?;
+                content::check_unchanged(src, &f, &md).map_err(fail)?;
             }
             Content::RootimgTree => {
                 let f = tree

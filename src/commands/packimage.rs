@@ -12,6 +12,7 @@ use crate::host::{Host, HostExt};
 use crate::image::{self, perl_true, shown};
 use crate::lock;
 use crate::pack::compress::{self, Compressor};
+use crate::pack::content;
 use crate::pack::cpio::CpioWriter;
 use crate::pack::entry::{ArchiveWriter, Entry, Kind, Source};
 use crate::pack::exlist::{self, Decision, Selection};
@@ -1080,13 +1081,7 @@ fn write_entries(
         }
         let res = if w.carries_data(e) {
             match &e.source {
-                Source::Disk(path) => match std::fs::File::open(path) {
-                    Ok(mut f) => w.append(e, &mut f),
-                    Err(err) => Err(io::Error::new(
-                        err.kind(),
-                        format!("{}: {err}", path.display()),
-                    )),
-                },
+                Source::Disk(path) => content::append_from_disk(w, e, path),
                 Source::Bytes(b) => w.append(e, &mut &b[..]),
                 Source::None => w.append(e, &mut io::empty()),
             }

@@ -4,6 +4,7 @@
 //! Nothing here knows the host, the protocol or xCAT tables; `commands::packimage` wires it.
 
 pub mod compress;
+pub mod content;
 pub mod cpio;
 pub mod entry;
 pub mod exlist;

@@ -114,8 +114,9 @@ sub rest_request {
 sub run_bridge {
     my (%a) = @_;
     my $n      = ++$RUNS;
-    my $record = File::Spec->catfile(scratch(), "record.$n");
-    my $tables = File::Spec->catfile(scratch(), "tables.$n.json");
+    # The pid too: forked test processes (as xcatd forks per request) count runs alike.
+    my $record = File::Spec->catfile(scratch(), "record.$$.$n");
+    my $tables = File::Spec->catfile(scratch(), "tables.$$.$n.json");
     write_json($tables, $a{tables} // {});
     my %set = (
         XCAT_IMAGED_ENGINE     => $a{engine} // engine_wrapper(),
