@@ -24,3 +24,7 @@ mod imgexport;
 // genimage for real: a minimal Debian image from the host's mirror (root and network), an
 // interrupted build, --onlyinitrd with an xCAT dracut module, packimage of the result.
 mod genimage;
+
+// Bad input as one table: protocol lines, arguments, hostile names and definitions; each a
+// clear error and an unchanged tree, standalone and over serve.
+mod bad_input;

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// imgport.pm's GetOptions specification for imgexport, plus `--checksum`.
-const SPECS: &[&str] = &[
+pub const SPECS: &[&str] = &[
     "h|?|help",
     "p|postscripts=s",
     "e|extra=s@",
@@ -237,6 +237,12 @@ fn try_run(argv: &[String], ctx: &Ctx, host: &mut dyn Host, cancel: &Cancel) -> 
     if o.flag("h") {
         usage(host);
         return Ok(());
+    }
+    if o.rest.first().is_none_or(String::is_empty) {
+        // Only options (`imgexport --bogus`): stock goes on with an empty name and reports
+        // "Cannot find image ''"; say what is missing instead.
+        usage(host);
+        return Err(Fail("imgexport needs an image name.".into()));
     }
     let opts = Opts {
         name: o.rest.first().cloned().unwrap_or_default(),
@@ -525,6 +531,21 @@ fn plan(
     ];
     let image_bases = [format!("{installroot}/netboot")];
     let rootimgdir = li.get("rootimgdir").cloned();
+    if let Some(d) = &rootimgdir {
+        // As packimage and rmimage check it: the bundle would carry files from wherever it
+        // points, and imgimport would recreate the image there.
+        let why = match image::normalize_dir(d) {
+            Ok(dir) if image::depth(&dir) < 2 => Some("it is / or a top-level directory".into()),
+            Ok(_) => None,
+            Err(why) => Some(why),
+        };
+        if let Some(why) = why {
+            return Err(Fail(format!(
+                "Invalid rootimgdir {} for osimage {name}: {why}",
+                shown(d)
+            )));
+        }
+    }
     if !osvers.contains("esx") {
         if has("netboot") {
             if arch.contains("s390x") {

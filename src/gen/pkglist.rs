@@ -188,8 +188,9 @@ pub fn parse_files(
     parse_with(files, env, &read_text)
 }
 
-/// [`parse_files`] with the file reader given (for tests).
-fn parse_with(
+/// [`parse_files`] with the file reader given, so tests and the fuzz target
+/// (`fuzz/fuzz_targets/pkglist_parser.rs`) can parse lists from memory.
+pub fn parse_with(
     files: &[PathBuf],
     env: &dyn Fn(&str) -> Option<String>,
     read: &dyn Fn(&Path) -> std::io::Result<String>,

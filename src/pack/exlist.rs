@@ -37,6 +37,10 @@
 //!   Windows-edited or sloppily indented exlist works. No path starts with whitespace, so the
 //!   leading trim can only make a dead pattern live. A trailing space that is escaped (`\ `)
 //!   is kept, so a name ending in a space can still be written.
+//! * **`..` in a pattern.** A pattern with a `..` component (`../etc/*`, `+./a/../../x`) is
+//!   an error naming the file and line. The walk's paths never contain `..`, so xCAT keeps
+//!   such a line as a pattern that silently matches nothing; whoever wrote it meant a path
+//!   outside the image, which an exlist can never select.
 //! * **E13, missing files.** A missing or unreadable exlist or `#INCLUDE:` file is an error
 //!   ([`ExlistError`], with the file and line of the directive) instead of silently
 //!   contributing nothing (xCAT turns it into `#INCLUDEBAD:...#`, a comment).
@@ -250,11 +254,10 @@ impl Parser<'_> {
         let mut rest = raw;
         loop {
             let Some(hash) = rest.iter().position(|&b| b == b'#') else {
-                self.segment(rest, file, line);
-                return Ok(());
+                return self.segment(rest, file, line);
             };
             // Text before the `#` is a line of its own, whether a directive or a comment follows.
-            self.segment(&rest[..hash], file, line);
+            self.segment(&rest[..hash], file, line)?;
             match directive(&rest[hash..]) {
                 Some((path, len)) => {
                     self.include(path, file, line)?;
@@ -266,23 +269,36 @@ impl Parser<'_> {
     }
 
     /// A piece of a line with no `#` in it: trim it and turn it into a rule unless blank.
-    fn segment(&mut self, seg: &[u8], file: &Path, line: usize) {
+    fn segment(&mut self, seg: &[u8], file: &Path, line: usize) -> Result<(), ExlistError> {
         let seg = trim(seg);
         if seg.is_empty() {
-            return;
+            return Ok(());
         }
         let (include, pat) = match seg[0] {
             b'+' => (true, &seg[1..]),
             b'-' => (false, &seg[1..]),
             _ => (false, seg),
         };
+        let pattern = trim_start(pat).to_vec();
+        if pattern.split(|&b| b == b'/').any(|c| c == b"..") {
+            return Err(ExlistError {
+                file: file.to_path_buf(),
+                line,
+                msg: format!(
+                    "pattern {} has a .. component; exlist patterns match paths inside the \
+                     image (./dir/file) and cannot reach outside it",
+                    String::from_utf8_lossy(&pattern)
+                ),
+            });
+        }
         self.rules.push(Rule {
             include,
-            pattern: trim_start(pat).to_vec(),
+            pattern,
             file: file.to_path_buf(),
             line,
             origin: RuleOrigin::Exlist,
         });
+        Ok(())
     }
 
     fn include(&mut self, raw: &[u8], file: &Path, line: usize) -> Result<(), ExlistError> {
