@@ -28,3 +28,6 @@ mod genimage;
 // Bad input as one table: protocol lines, arguments, hostile names and definitions; each a
 // clear error and an unchanged tree, standalone and over serve.
 mod bad_input;
+
+// No shell: the sources (engine, plugin, bridge) and, under strace, what really runs.
+mod no_shell;
