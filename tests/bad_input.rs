@@ -809,3 +809,80 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         }
     );
 }
+
+#[test]
+fn the_snapshot_sees_a_real_change_and_the_guard_keeps_the_tree_writable() {
+    // A good rmimage in the same confinement: the tree must change, and the snapshot says how.
+    let c = cmd("rmimage", &["img"], "");
+    let d = Dir::new();
+    lay_out(&d, &c);
+    let before = snapshot(d.path());
+    let mut run = base_command(&d);
+    run.args(["rmimage", "img", "--defs"]).arg(d.defs_path());
+    let o = run.output().expect("run engine");
+    assert!(o.status.success(), "{o:?}");
+    let changes = diff(&before, &snapshot(d.path()));
+    assert!(
+        changes
+            .iter()
+            .any(|c| c == &format!("removed {IMG_DIR}/rootimg/etc/hostname")),
+        "{changes:#?}"
+    );
+    // A changed mtime alone is seen too.
+    let before = snapshot(d.path());
+    let f = d.defs_path();
+    let t = std::fs::metadata(&f)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .expect("open")
+        .set_modified(t + Duration::from_secs(1))
+        .expect("touch");
+    assert_eq!(diff(&before, &snapshot(d.path())).len(), 1);
+}
+
+#[test]
+fn the_guard_makes_the_host_read_only() {
+    if !is_root() {
+        crate::util::skip("the read-only guard needs root (mount namespace)");
+        return;
+    }
+    // rmimage --xcatdef writes the definitions file back; one outside the temp tree must stay
+    // as it is (the write fails), while the image files inside the tree go.
+    let c = cmd("rmimage", &["img"], "");
+    let d = Dir::new();
+    lay_out(&d, &c);
+    if std::fs::metadata(std::env::temp_dir()).expect("stat").dev()
+        != std::fs::metadata("/").expect("stat").dev()
+    {
+        crate::util::skip("the temp directory is not on the root filesystem");
+        return;
+    }
+    let outside =
+        std::env::temp_dir().join(format!("xcat-imaged-guard-{}.stanza", std::process::id()));
+    let text = std::fs::read_to_string(d.defs_path()).expect("read defs");
+    std::fs::write(&outside, &text).expect("write outside");
+    let mut run = base_command(&d);
+    run.args(["rmimage", "img", "--xcatdef", "--defs"])
+        .arg(&outside);
+    let o = run.output().expect("run engine");
+    let after = std::fs::read_to_string(&outside);
+    let _ = std::fs::remove_file(&outside);
+    assert_eq!(
+        after.ok().as_deref(),
+        Some(text.as_str()),
+        "the file outside changed"
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+        "{o:?}"
+    );
+    assert!(
+        !d.path().join(IMG_DIR).join("rootimg").exists(),
+        "inside the tree is writable"
+    );
+}

@@ -67,7 +67,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let sel = Selection::new(rules, Vec::new());
     let d = sel.decide(&probe);
-    assert_eq!(d.is_kept(), sel.decide(&probe).is_kept(), "decisions are stable");
+    assert_eq!(
+        d.is_kept(),
+        sel.decide(&probe).is_kept(),
+        "decisions are stable"
+    );
     let e = sel.explain(&probe);
     assert_eq!(d.is_kept(), e.exclude.is_none() || e.include.is_some());
 });

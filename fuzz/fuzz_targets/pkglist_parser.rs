@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for f in &list.files {
-        assert!(index(f).is_some(), "reported a file that was never there: {f:?}");
+        assert!(
+            index(f).is_some(),
+            "reported a file that was never there: {f:?}"
+        );
     }
     for (&n, pass) in &list.passes {
         assert!(n >= 1);

@@ -39,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(msg) = protocol::decode::<FromShim>(&line) {
             let mut out = Vec::new();
             protocol::write_line(&mut out, &msg).unwrap();
-            assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "one line out");
+            assert_eq!(
+                out.iter().filter(|&&b| b == b'\n').count(),
+                1,
+                "one line out"
+            );
             let back: FromShim = protocol::decode(&out[..out.len() - 1]).unwrap();
             assert_eq!(back, msg);
         }

@@ -28,11 +28,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let (envline, body) = text.split_once('\n').unwrap_or(("", text));
     let env = synclist::parse_osimage_env(envline);
-    let Ok(list) = synclist::parse_synclist_with_env(body, Path::new("/s/x.synclist"), &env)
-    else {
+    let Ok(list) = synclist::parse_synclist_with_env(body, Path::new("/s/x.synclist"), &env) else {
         return;
     };
-    for c in list.copies.iter().chain(list.node_copies.iter().map(|n| &n.copy)) {
+    for c in list
+        .copies
+        .iter()
+        .chain(list.node_copies.iter().map(|n| &n.copy))
+    {
         inside(&c.dest);
         assert!(!c.sources.is_empty());
         assert!(c.sources.iter().all(|s| s.is_absolute()));

@@ -1185,6 +1185,26 @@ mod tests {
     // ----- grammar -------------------------------------------------------------------------
 
     #[test]
+    fn patterns_with_dotdot_components_are_errors() {
+        for (text, line) in [
+            ("./tmp*\n../etc*\n", 2),
+            ("+./../../etc/shadow\n", 1),
+            ("  -./usr/..   # up\n", 1),
+        ] {
+            let e = parse_exlist(
+                text.as_bytes(),
+                Path::new("/x/top.exlist"),
+                &mut no_includes,
+            )
+            .unwrap_err();
+            assert_eq!(e.line, line, "{text:?}");
+            assert!(e.msg.contains("has a .. component"), "{e}");
+        }
+        // `..` inside a name is not a component.
+        assert_eq!(pats(&parse("./a..b*\n+./..x\n")), ["-./a..b*", "+./..x"]);
+    }
+
+    #[test]
     fn stock_exlist_parses_line_by_line() {
         let rules = parse_exlist(STOCK, Path::new(STOCK_NAME), &mut no_includes).unwrap();
         assert_eq!(rules.len(), 34);
