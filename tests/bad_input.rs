@@ -44,7 +44,7 @@ struct Case {
     /// Site attribute overrides.
     site: Vec<(&'static str, String)>,
     /// Extra files (relative path, content); `{R}` is the temp root.
-    files: Vec<(&'static str, String)>,
+    files: Vec<(String, String)>,
     /// Symlinks (relative path, target).
     links: Vec<(&'static str, &'static str)>,
     /// A fragment of the error text (`{R}` is the temp root).
@@ -91,9 +91,18 @@ impl Case {
         self.site.push((attr, v.into()));
         self
     }
-    fn file(mut self, rel: &'static str, text: &str) -> Case {
-        self.files.push((rel, text.into()));
+    fn file(mut self, rel: &str, text: &str) -> Case {
+        self.files.push((rel.into(), text.into()));
         self
+    }
+    /// Lists `<dir>/0.<ext>` .. `<dir>/12.<ext>`, each including the next one twice: 2^12
+    /// expansions, bounded only by a limit on includes in all (depth alone is not enough).
+    fn fan_out(mut self, dir: &str, ext: &str) -> Case {
+        for i in 0..12 {
+            let next = format!("#INCLUDE:{}.{ext}#\n", i + 1);
+            self = self.file(&format!("{dir}/{i}.{ext}"), &next.repeat(2));
+        }
+        self.file(&format!("{dir}/12.{ext}"), "./tmp*\n")
     }
     fn link(mut self, rel: &'static str, target: &'static str) -> Case {
         self.links.push((rel, target));
@@ -235,6 +244,8 @@ fn cases() -> Vec<Case> {
         cmd("packimage", &["img"], "Cannot use exlist {R}/lists/out.exlist: {R}/lists/out.exlist:2: pattern ../etc* has a .. component").image("exlist", "{R}/lists/out.exlist").file("lists/out.exlist", "./usr/share/doc*\n../etc*\n"),
         cmd("packimage", &["img"], "pattern ./../../etc/shadow has a .. component").image("exlist", "{R}/lists/out.exlist").file("lists/out.exlist", "+./../../etc/shadow\n"),
         cmd("packimage", &["img"], "#INCLUDE: cycle: {R}/lists/self.exlist -> {R}/lists/self.exlist").image("exlist", "{R}/lists/self.exlist").file("lists/self.exlist", "./tmp*\n#INCLUDE:self.exlist#\n"),
+        cmd("packimage", &["img"], "#INCLUDE: more than 1024 includes in all").image("exlist", "{R}/fan/0.exlist").fan_out("fan", "exlist"),
+        cmd("genimage", &["deb", "--dryrun"], "pkglist: #INCLUDE: more than 1024 files read for {R}/fan/0.pkglist").image("pkglist", "{R}/fan/0.pkglist").fan_out("fan", "pkglist"),
         cmd("packimage", &["img"], "Cannot use exlist {R}/lists/none.exlist: {R}/lists/none.exlist: cannot read exlist: No such file or directory").image("exlist", "{R}/lists/none.exlist"),
         cmd("packimage", &["img"], "destination etc/hosts is not absolute").image("synclists", "{R}/lists/s.synclist").file("lists/s.synclist", "/etc/hosts -> etc/hosts\n"),
         cmd("packimage", &["img"], "destination /../../etc/shadow contains `..`; it must stay inside the image").image("synclists", "{R}/lists/s.synclist").file("lists/s.synclist", "/etc/hosts -> /../../etc/shadow\n"),
@@ -798,6 +809,21 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         failures.len(),
         failures.join("\n\n")
     );
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &cases {
+        let k = match &c.input {
+            Input::Raw(_) => "protocol, first line".to_string(),
+            Input::AfterCall(_) => "protocol, after the request".to_string(),
+            Input::Cmd(cmd, _) | Input::ServeOnly(cmd, _)
+                if !c.image.is_empty() || !c.site.is_empty() || !c.files.is_empty() =>
+            {
+                format!("{cmd} definitions")
+            }
+            Input::Cmd(cmd, _) | Input::ServeOnly(cmd, _) => format!("{cmd} arguments"),
+        };
+        *kinds.entry(k).or_default() += 1;
+    }
+    eprintln!("bad input by kind: {kinds:?}");
     eprintln!(
         "bad input: {} cases, {runs} runs (standalone and serve), each a clear error with \
          errorcode 1 and an unchanged tree{}",

@@ -54,8 +54,14 @@ fuzz_target!(|data: &[u8]| {
             assert!(!exlist::path_glob_match(&r.pattern, &probe));
             assert!(!exlist::path_glob_match(&r.pattern, b"."));
         }
-        if !r.pattern.contains(&b'[') && !r.pattern.contains(&0) && r.pattern.len() < 64 {
-            let short = &probe[..probe.len().min(64)];
+        // The reference is exponential in the number of stars: compare where it is cheap.
+        let stars = r.pattern.iter().filter(|&&b| b == b'*').count();
+        if !r.pattern.contains(&b'[')
+            && !r.pattern.contains(&0)
+            && r.pattern.len() < 64
+            && stars <= 4
+        {
+            let short = &probe[..probe.len().min(32)];
             assert_eq!(
                 exlist::path_glob_match(&r.pattern, short),
                 naive(&r.pattern, short),

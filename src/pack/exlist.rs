@@ -47,7 +47,8 @@
 //! * **E13, attribute.** [`split_exlist_attr`] trims whitespace around each comma-separated
 //!   name and drops empty ones; xCAT tries to open `" b.exlist"`.
 //! * **E12, cycles.** An include cycle is an error naming the chain, and nesting deeper than
-//!   [`MAX_INCLUDE_DEPTH`] is an error; xCAT loops forever.
+//!   [`MAX_INCLUDE_DEPTH`] is an error; xCAT loops forever. So is more than [`MAX_INCLUDES`]
+//!   expansions in all (files that each include the next twice; found by fuzzing).
 //! * **E12, joined lines.** xCAT splices the included text into the line without a trailing
 //!   newline, so text after a directive (or a second directive on the same line) is glued to
 //!   the last included line, and text before it to the first one. Here every include
@@ -92,6 +93,10 @@ pub const STATELITE_EXCLUDES: [&[u8]; 5] = [
 
 /// How deeply `#INCLUDE:` directives may nest before [`parse_exlist`] gives up.
 pub const MAX_INCLUDE_DEPTH: usize = 32;
+
+/// How many `#INCLUDE:` expansions one top-level exlist may make in all. Depth alone does not
+/// bound the work: files that each include the next one twice expand 2^depth times.
+pub const MAX_INCLUDES: usize = 1024;
 
 /// Where a [`Rule`] comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +232,7 @@ pub fn parse_exlist(
         read_file,
         stack: vec![normalize(file)],
         rules: Vec::new(),
+        includes: 0,
     };
     parser.text(text, file)?;
     Ok(parser.rules)
@@ -239,6 +245,8 @@ struct Parser<'a> {
     /// Files being expanded, outermost first (lexically normalised), for cycle detection.
     stack: Vec<PathBuf>,
     rules: Vec<Rule>,
+    /// `#INCLUDE:` expansions so far, against [`MAX_INCLUDES`].
+    includes: usize,
 }
 
 impl Parser<'_> {
@@ -330,6 +338,14 @@ impl Parser<'_> {
                 .map(|p| p.display().to_string())
                 .collect();
             return Err(err(format!("#INCLUDE: cycle: {}", chain.join(" -> "))));
+        }
+        self.includes += 1;
+        if self.includes > MAX_INCLUDES {
+            return Err(err(format!(
+                "#INCLUDE: more than {MAX_INCLUDES} includes in all (at {}); files may include \
+                 each other, but not this often",
+                path.display()
+            )));
         }
         if self.stack.len() > MAX_INCLUDE_DEPTH {
             return Err(err(format!(
@@ -1477,6 +1493,38 @@ mod tests {
         let mut fs = mem_fs(&files);
         let e = parse_exlist(b"#INCLUDE:f0#", Path::new("/x/top"), &mut fs).unwrap_err();
         assert!(e.msg.contains("nested more than 32 levels"), "{e}");
+    }
+
+    #[test]
+    fn includes_in_all_are_limited() {
+        // Each file includes the next twice: 2^14 expansions at depth 14, well within the depth.
+        let names: Vec<String> = (0..=14).map(|i| format!("/x/f{i}")).collect();
+        let texts: Vec<String> = (0..=14)
+            .map(|i| {
+                if i == 14 {
+                    "./tmp*\n".to_string()
+                } else {
+                    format!("#INCLUDE:f{0}#\n#INCLUDE:f{0}#\n", i + 1)
+                }
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = names
+            .iter()
+            .zip(&texts)
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let mut fs = mem_fs(&files);
+        let e = parse_exlist(b"#INCLUDE:f0#", Path::new("/x/top"), &mut fs).unwrap_err();
+        assert!(e.msg.contains("more than 1024 includes in all"), "{e}");
+        // Many different includes side by side stay fine.
+        let mut fs = mem_fs(&files[14..]);
+        let text = "#INCLUDE:f14#\n".repeat(1000);
+        assert_eq!(
+            parse_exlist(text.as_bytes(), Path::new("/x/top"), &mut fs)
+                .unwrap()
+                .len(),
+            1000
+        );
     }
 
     #[test]
