@@ -255,7 +255,7 @@ fn cases() -> Vec<Case> {
         cmd("packimage", &["img"], "undefined variable $NOPE").image("synclists", "{R}/lists/s.synclist").file("lists/s.synclist", "/etc/hosts -> $NOPE/hosts\n"),
         // ---- imgexport ---------------------------------------------------------------------
         cmd("imgexport", &[], "imgexport needs an image name."),
-        cmd("imgexport", &["--bogus"], "imgexport needs an image name."),
+        cmd("imgexport", &["--bogus"], "Cannot find image '' from the osimage table."),
         cmd("imgexport", &["a/b"], "Cannot find image 'a/b' from the osimage table."),
         cmd("imgexport", &[".."], "Cannot find image '..' from the osimage table."),
         cmd("imgexport", &["img\nimg"], "Cannot find image '\"img\\nimg\"' from the osimage table."),

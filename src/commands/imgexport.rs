@@ -238,12 +238,6 @@ fn try_run(argv: &[String], ctx: &Ctx, host: &mut dyn Host, cancel: &Cancel) -> 
         usage(host);
         return Ok(());
     }
-    if o.rest.first().is_none_or(String::is_empty) {
-        // Only options (`imgexport --bogus`): stock goes on with an empty name and reports
-        // "Cannot find image ''"; say what is missing instead.
-        usage(host);
-        return Err(Fail("imgexport needs an image name.".into()));
-    }
     let opts = Opts {
         name: o.rest.first().cloned().unwrap_or_default(),
         dest: o.rest.get(1).cloned(),
