@@ -248,11 +248,17 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let obj = value
         .as_object()
         .ok_or_else(|| "malformed message: not a JSON object".to_string())?;
-    match obj.get("type").and_then(Value::as_str) {
-        Some("request") => {}
+    match obj.get("type") {
+        Some(Value::String(t)) if t == "request" => {}
+        Some(Value::String(other)) => {
+            return Err(format!(
+                "expected a request as the first message, got \"{}\"",
+                other.escape_default()
+            ))
+        }
         Some(other) => {
             return Err(format!(
-                "expected a request as the first message, got \"{other}\""
+                "malformed message: \"type\" is {other}, not a string"
             ))
         }
         None => return Err("malformed message: missing \"type\"".to_string()),

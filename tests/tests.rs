@@ -34,3 +34,10 @@ mod genimage_rpm;
 // genimage; a full destination (tmpfs in a private mount namespace); unreadable and changing
 // files. Prints `faults:` summary lines.
 mod faults;
+
+// Bad input as one table: protocol lines, arguments, hostile names and definitions; each a
+// clear error and an unchanged tree, standalone and over serve.
+mod bad_input;
+
+// No shell: the sources (engine, plugin, bridge) and, under strace, what really runs.
+mod no_shell;

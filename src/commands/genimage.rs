@@ -30,7 +30,7 @@ use std::time::Instant;
 
 /// genimage.pm's GetOptions specification, plus the client's `-h` and `-v` (the stock client
 /// handles those itself; over REST they reach the plugin).
-const SPECS: &[&str] = &[
+pub const SPECS: &[&str] = &[
     "a=s",
     "p=s",
     "o=s",
@@ -162,7 +162,7 @@ fn parse(argv: &[String], host: &mut dyn Host) -> Result<Parsed> {
     let name = rest.next().cloned();
     if let Some(n) = &name {
         if n.starts_with('-') && n.len() > 1 {
-            return Err(Fail(format!("Unknown option {n}\n{USAGE}")));
+            return Err(Fail(format!("Unknown option {n}\n{}", USAGE.trim_end())));
         }
     }
     for extra in rest {

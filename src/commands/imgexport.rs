@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// imgport.pm's GetOptions specification for imgexport, plus `--checksum`.
-const SPECS: &[&str] = &[
+pub const SPECS: &[&str] = &[
     "h|?|help",
     "p|postscripts=s",
     "e|extra=s@",
@@ -526,6 +526,21 @@ fn plan(
     ];
     let image_bases = [format!("{installroot}/netboot")];
     let rootimgdir = li.get("rootimgdir").cloned();
+    if let Some(d) = &rootimgdir {
+        // As packimage and rmimage check it: the bundle would carry files from wherever it
+        // points, and imgimport would recreate the image there.
+        let why = match image::normalize_dir(d) {
+            Ok(dir) if image::depth(&dir) < 2 => Some("it is / or a top-level directory".into()),
+            Ok(_) => None,
+            Err(why) => Some(why),
+        };
+        if let Some(why) = why {
+            return Err(Fail(format!(
+                "Invalid rootimgdir {} for osimage {name}: {why}",
+                shown(d)
+            )));
+        }
+    }
     if !osvers.contains("esx") {
         if has("netboot") {
             if arch.contains("s390x") {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 /// packimage.pm's GetOptions specification, plus our own long options (which only extend
 /// what unique-prefix abbreviation can reach; none shadows a stock one).
-const SPECS: &[&str] = &[
+pub const SPECS: &[&str] = &[
     "profile|p=s",
     "arch|a=s",
     "osver|o=s",

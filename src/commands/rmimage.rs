@@ -15,7 +15,7 @@ use crate::lock;
 use std::path::{Path, PathBuf};
 
 /// rmimage.pm's GetOptions specification.
-const SPECS: &[&str] = &["o=s", "a=s", "p=s", "h|help", "V|verbose", "xcatdef"];
+pub const SPECS: &[&str] = &["o=s", "a=s", "p=s", "h|help", "V|verbose", "xcatdef"];
 
 /// The usage text, as stock prints it (leading empty line and `--xcatde` included).
 pub const USAGE: &str =

@@ -42,6 +42,10 @@ use std::path::{Path, PathBuf};
 /// Includes nest at most this deep (a cycle is caught before; this bounds pathological trees).
 const MAX_DEPTH: usize = 32;
 
+/// Files read for one top-level list in all: depth alone does not bound the work (files that
+/// each include the next one twice are read 2^depth times).
+const MAX_READS: usize = 1024;
+
 /// One install transaction of a list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pass {
@@ -112,6 +116,8 @@ pub enum ListError {
     Cycle(Vec<PathBuf>),
     /// Includes nest deeper than [`MAX_DEPTH`].
     TooDeep(PathBuf),
+    /// More than [`MAX_READS`] files read for one top-level list (the top-level file).
+    TooMany(PathBuf),
     /// `$NAME` in an include path is not set.
     UnknownVariable {
         /// The variable.
@@ -147,6 +153,12 @@ impl fmt::Display for ListError {
             ListError::TooDeep(p) => write!(
                 f,
                 "#INCLUDE nesting deeper than {MAX_DEPTH} levels at {}",
+                p.display()
+            ),
+            ListError::TooMany(p) => write!(
+                f,
+                "#INCLUDE: more than {MAX_READS} files read for {}; lists may include each \
+                 other, but not this often",
                 p.display()
             ),
             ListError::UnknownVariable {
@@ -188,8 +200,9 @@ pub fn parse_files(
     parse_with(files, env, &read_text)
 }
 
-/// [`parse_files`] with the file reader given (for tests).
-fn parse_with(
+/// [`parse_files`] with the file reader given, so tests and the fuzz target
+/// (`fuzz/fuzz_targets/pkglist_parser.rs`) can parse lists from memory.
+pub fn parse_with(
     files: &[PathBuf],
     env: &dyn Fn(&str) -> Option<String>,
     read: &dyn Fn(&Path) -> std::io::Result<String>,
@@ -197,7 +210,20 @@ fn parse_with(
     let mut list = PackageList::default();
     for file in files {
         let mut stack = Vec::new();
-        let flat = expand(file, None, &mut stack, env, read, &mut list.files)?;
+        let mut reads = 0;
+        let flat = expand(
+            file,
+            None,
+            &mut stack,
+            env,
+            read,
+            &mut list.files,
+            &mut reads,
+        )
+        .map_err(|e| match e {
+            ListError::TooMany(_) => ListError::TooMany(file.clone()),
+            e => e,
+        })?;
         tokens_into(&flat, &mut list)?;
     }
     Ok(list)
@@ -233,7 +259,12 @@ fn expand(
     env: &dyn Fn(&str) -> Option<String>,
     read: &dyn Fn(&Path) -> std::io::Result<String>,
     seen: &mut Vec<PathBuf>,
+    reads: &mut usize,
 ) -> Result<String, ListError> {
+    *reads += 1;
+    if *reads > MAX_READS {
+        return Err(ListError::TooMany(file.to_path_buf()));
+    }
     let key = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     if stack.contains(&key) {
         let mut chain = stack.clone();
@@ -259,13 +290,16 @@ fn expand(
         if !keep_line(line) {
             continue;
         }
-        lines.push(replace_includes(line, file, dir, stack, env, read, seen)?);
+        lines.push(replace_includes(
+            line, file, dir, stack, env, read, seen, reads,
+        )?);
     }
     stack.pop();
     Ok(lines.join(","))
 }
 
 /// Replaces every `#INCLUDE:<path>#` in a line with the included file's entries.
+#[allow(clippy::too_many_arguments)] // the recursion's state, threaded through two functions
 fn replace_includes(
     line: &str,
     file: &Path,
@@ -274,6 +308,7 @@ fn replace_includes(
     env: &dyn Fn(&str) -> Option<String>,
     read: &dyn Fn(&Path) -> std::io::Result<String>,
     seen: &mut Vec<PathBuf>,
+    reads: &mut usize,
 ) -> Result<String, ListError> {
     let mut out = String::new();
     let mut rest = line;
@@ -293,7 +328,7 @@ fn replace_includes(
                 } else {
                     dir.join(path)
                 };
-                out.push_str(&expand(&path, Some(file), stack, env, read, seen)?);
+                out.push_str(&expand(&path, Some(file), stack, env, read, seen, reads)?);
                 rest = &after["#INCLUDE:".len() + body.len() + 1..];
             }
             None => {
@@ -472,6 +507,34 @@ mod tests {
                 .cloned()
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
         })
+    }
+
+    #[test]
+    fn files_read_in_all_are_limited() {
+        let names: Vec<String> = (0..=14).map(|i| format!("/p/{i}.pkglist")).collect();
+        let texts: Vec<String> = (0..=14)
+            .map(|i| {
+                if i == 14 {
+                    "bash\n".to_string()
+                } else {
+                    format!("#INCLUDE:{0}.pkglist#\n#INCLUDE:{0}.pkglist#\n", i + 1)
+                }
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = names
+            .iter()
+            .zip(&texts)
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let e = parse(&files, "/p/0.pkglist", &[]).unwrap_err();
+        assert_eq!(e, ListError::TooMany(PathBuf::from("/p/0.pkglist")));
+        assert!(e.to_string().contains("more than 1024 files read"), "{e}");
+        let l = parse(&files[13..], "/p/13.pkglist", &[]).unwrap();
+        assert_eq!(names_of(&l), ["bash", "bash"]);
+    }
+
+    fn names_of(l: &PackageList) -> Vec<String> {
+        l.passes.values().flat_map(Pass::all_names).collect()
     }
 
     fn names(l: &PackageList, pass: u32) -> Vec<String> {

@@ -37,13 +37,18 @@
 //!   Windows-edited or sloppily indented exlist works. No path starts with whitespace, so the
 //!   leading trim can only make a dead pattern live. A trailing space that is escaped (`\ `)
 //!   is kept, so a name ending in a space can still be written.
+//! * **`..` in a pattern.** A pattern with a `..` component (`../etc/*`, `+./a/../../x`) is
+//!   an error naming the file and line. The walk's paths never contain `..`, so xCAT keeps
+//!   such a line as a pattern that silently matches nothing; whoever wrote it meant a path
+//!   outside the image, which an exlist can never select.
 //! * **E13, missing files.** A missing or unreadable exlist or `#INCLUDE:` file is an error
 //!   ([`ExlistError`], with the file and line of the directive) instead of silently
 //!   contributing nothing (xCAT turns it into `#INCLUDEBAD:...#`, a comment).
 //! * **E13, attribute.** [`split_exlist_attr`] trims whitespace around each comma-separated
 //!   name and drops empty ones; xCAT tries to open `" b.exlist"`.
 //! * **E12, cycles.** An include cycle is an error naming the chain, and nesting deeper than
-//!   [`MAX_INCLUDE_DEPTH`] is an error; xCAT loops forever.
+//!   [`MAX_INCLUDE_DEPTH`] is an error; xCAT loops forever. So is more than [`MAX_INCLUDES`]
+//!   expansions in all (files that each include the next twice; found by fuzzing).
 //! * **E12, joined lines.** xCAT splices the included text into the line without a trailing
 //!   newline, so text after a directive (or a second directive on the same line) is glued to
 //!   the last included line, and text before it to the first one. Here every include
@@ -88,6 +93,10 @@ pub const STATELITE_EXCLUDES: [&[u8]; 5] = [
 
 /// How deeply `#INCLUDE:` directives may nest before [`parse_exlist`] gives up.
 pub const MAX_INCLUDE_DEPTH: usize = 32;
+
+/// How many `#INCLUDE:` expansions one top-level exlist may make in all. Depth alone does not
+/// bound the work: files that each include the next one twice expand 2^depth times.
+pub const MAX_INCLUDES: usize = 1024;
 
 /// Where a [`Rule`] comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +232,7 @@ pub fn parse_exlist(
         read_file,
         stack: vec![normalize(file)],
         rules: Vec::new(),
+        includes: 0,
     };
     parser.text(text, file)?;
     Ok(parser.rules)
@@ -235,6 +245,8 @@ struct Parser<'a> {
     /// Files being expanded, outermost first (lexically normalised), for cycle detection.
     stack: Vec<PathBuf>,
     rules: Vec<Rule>,
+    /// `#INCLUDE:` expansions so far, against [`MAX_INCLUDES`].
+    includes: usize,
 }
 
 impl Parser<'_> {
@@ -250,11 +262,10 @@ impl Parser<'_> {
         let mut rest = raw;
         loop {
             let Some(hash) = rest.iter().position(|&b| b == b'#') else {
-                self.segment(rest, file, line);
-                return Ok(());
+                return self.segment(rest, file, line);
             };
             // Text before the `#` is a line of its own, whether a directive or a comment follows.
-            self.segment(&rest[..hash], file, line);
+            self.segment(&rest[..hash], file, line)?;
             match directive(&rest[hash..]) {
                 Some((path, len)) => {
                     self.include(path, file, line)?;
@@ -266,23 +277,36 @@ impl Parser<'_> {
     }
 
     /// A piece of a line with no `#` in it: trim it and turn it into a rule unless blank.
-    fn segment(&mut self, seg: &[u8], file: &Path, line: usize) {
+    fn segment(&mut self, seg: &[u8], file: &Path, line: usize) -> Result<(), ExlistError> {
         let seg = trim(seg);
         if seg.is_empty() {
-            return;
+            return Ok(());
         }
         let (include, pat) = match seg[0] {
             b'+' => (true, &seg[1..]),
             b'-' => (false, &seg[1..]),
             _ => (false, seg),
         };
+        let pattern = trim_start(pat).to_vec();
+        if pattern.split(|&b| b == b'/').any(|c| c == b"..") {
+            return Err(ExlistError {
+                file: file.to_path_buf(),
+                line,
+                msg: format!(
+                    "pattern {} has a .. component; exlist patterns match paths inside the \
+                     image (./dir/file) and cannot reach outside it",
+                    String::from_utf8_lossy(&pattern)
+                ),
+            });
+        }
         self.rules.push(Rule {
             include,
-            pattern: trim_start(pat).to_vec(),
+            pattern,
             file: file.to_path_buf(),
             line,
             origin: RuleOrigin::Exlist,
         });
+        Ok(())
     }
 
     fn include(&mut self, raw: &[u8], file: &Path, line: usize) -> Result<(), ExlistError> {
@@ -314,6 +338,14 @@ impl Parser<'_> {
                 .map(|p| p.display().to_string())
                 .collect();
             return Err(err(format!("#INCLUDE: cycle: {}", chain.join(" -> "))));
+        }
+        self.includes += 1;
+        if self.includes > MAX_INCLUDES {
+            return Err(err(format!(
+                "#INCLUDE: more than {MAX_INCLUDES} includes in all (at {}); files may include \
+                 each other, but not this often",
+                path.display()
+            )));
         }
         if self.stack.len() > MAX_INCLUDE_DEPTH {
             return Err(err(format!(
@@ -1169,6 +1201,26 @@ mod tests {
     // ----- grammar -------------------------------------------------------------------------
 
     #[test]
+    fn patterns_with_dotdot_components_are_errors() {
+        for (text, line) in [
+            ("./tmp*\n../etc*\n", 2),
+            ("+./../../etc/shadow\n", 1),
+            ("  -./usr/..   # up\n", 1),
+        ] {
+            let e = parse_exlist(
+                text.as_bytes(),
+                Path::new("/x/top.exlist"),
+                &mut no_includes,
+            )
+            .unwrap_err();
+            assert_eq!(e.line, line, "{text:?}");
+            assert!(e.msg.contains("has a .. component"), "{e}");
+        }
+        // `..` inside a name is not a component.
+        assert_eq!(pats(&parse("./a..b*\n+./..x\n")), ["-./a..b*", "+./..x"]);
+    }
+
+    #[test]
     fn stock_exlist_parses_line_by_line() {
         let rules = parse_exlist(STOCK, Path::new(STOCK_NAME), &mut no_includes).unwrap();
         assert_eq!(rules.len(), 34);
@@ -1441,6 +1493,38 @@ mod tests {
         let mut fs = mem_fs(&files);
         let e = parse_exlist(b"#INCLUDE:f0#", Path::new("/x/top"), &mut fs).unwrap_err();
         assert!(e.msg.contains("nested more than 32 levels"), "{e}");
+    }
+
+    #[test]
+    fn includes_in_all_are_limited() {
+        // Each file includes the next twice: 2^14 expansions at depth 14, well within the depth.
+        let names: Vec<String> = (0..=14).map(|i| format!("/x/f{i}")).collect();
+        let texts: Vec<String> = (0..=14)
+            .map(|i| {
+                if i == 14 {
+                    "./tmp*\n".to_string()
+                } else {
+                    format!("#INCLUDE:f{0}#\n#INCLUDE:f{0}#\n", i + 1)
+                }
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = names
+            .iter()
+            .zip(&texts)
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let mut fs = mem_fs(&files);
+        let e = parse_exlist(b"#INCLUDE:f0#", Path::new("/x/top"), &mut fs).unwrap_err();
+        assert!(e.msg.contains("more than 1024 includes in all"), "{e}");
+        // Many different includes side by side stay fine.
+        let mut fs = mem_fs(&files[14..]);
+        let text = "#INCLUDE:f14#\n".repeat(1000);
+        assert_eq!(
+            parse_exlist(text.as_bytes(), Path::new("/x/top"), &mut fs)
+                .unwrap()
+                .len(),
+            1000
+        );
     }
 
     #[test]
