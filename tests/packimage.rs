@@ -404,9 +404,11 @@ fn every_format_extracts_to_the_tree_minus_the_exlist() {
             assert!(o.stderr.contains("cpio cannot carry"), "{}", o.stderr);
         }
         // Only the new format is left; mode 0644.
+        // Beside them the segment cache's index (tests/packimage_cache.rs), for cpio and tar.
         let mut names: Vec<String> = std::fs::read_dir(&n.dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != ".packcache")
             .collect();
         names.sort();
         assert_eq!(
@@ -414,6 +416,7 @@ fn every_format_extracts_to_the_tree_minus_the_exlist() {
             vec!["rootimg".to_string(), file.to_string()],
             "{m}/{c}"
         );
+        assert_eq!(n.dir.join(".packcache").exists(), m != "squashfs", "{m}/{c}");
         let archive = n.dir.join(file);
         assert_eq!(std::fs::metadata(&archive).unwrap().mode() & 0o777, 0o644);
 
