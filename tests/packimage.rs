@@ -416,7 +416,11 @@ fn every_format_extracts_to_the_tree_minus_the_exlist() {
             vec!["rootimg".to_string(), file.to_string()],
             "{m}/{c}"
         );
-        assert_eq!(n.dir.join(".packcache").exists(), m != "squashfs", "{m}/{c}");
+        assert_eq!(
+            n.dir.join(".packcache").exists(),
+            m != "squashfs",
+            "{m}/{c}"
+        );
         let archive = n.dir.join(file);
         assert_eq!(std::fs::metadata(&archive).unwrap().mode() & 0o777, 0o644);
 

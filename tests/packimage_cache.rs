@@ -22,7 +22,14 @@ struct Node {
 /// Text-like, moderately compressible content unique to `seed`.
 fn content(seed: u64, len: usize) -> Vec<u8> {
     let words: [&[u8]; 8] = [
-        b"kernel ", b"module ", b"libc.so.6 ", b"/usr/lib ", b"netboot ", b"\n", b"xcat ", b"= ",
+        b"kernel ",
+        b"module ",
+        b"libc.so.6 ",
+        b"/usr/lib ",
+        b"netboot ",
+        b"\n",
+        b"xcat ",
+        b"= ",
     ];
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 16);
@@ -31,7 +38,7 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
         x ^= x >> 7;
         x ^= x << 17;
         out.extend_from_slice(words[(x % 8) as usize]);
-        if x % 5 == 0 {
+        if x.is_multiple_of(5) {
             out.extend_from_slice(format!("{:x}", x >> 40).as_bytes());
         }
     }
@@ -70,7 +77,13 @@ impl Node {
     /// Packs with the fixed clock and UUID; returns the summary line's segment counts
     /// (total, reused, compressed) and the image bytes.
     fn pack(&self, args: &[&str], file: &str) -> ((u64, u64, u64), Vec<u8>) {
-        let o = self.run(args, &[("SOURCE_DATE_EPOCH", EPOCH), ("XCAT_IMAGED_TEST_UUID", UUID)]);
+        let o = self.run(
+            args,
+            &[
+                ("SOURCE_DATE_EPOCH", EPOCH),
+                ("XCAT_IMAGED_TEST_UUID", UUID),
+            ],
+        );
         (counts(&o), std::fs::read(self.dir.join(file)).unwrap())
     }
 
@@ -145,19 +158,31 @@ fn repack_matches_full_pack(method: &str, compress: &str, file: &str) {
     let args = ["-m", method, "-c", compress];
     let (cold, first) = n.pack(&args, file);
     assert_eq!(cold.1, 0, "nothing to reuse on the first pack");
-    assert!(cold.0 >= 5, "{cold:?}: the image should have several segments");
+    assert!(
+        cold.0 >= 5,
+        "{cold:?}: the image should have several segments"
+    );
     // The same tree again: everything reused, same bytes.
     let (same, again) = n.pack(&args, file);
     assert_eq!((same.1, same.2), (same.0, 0), "{same:?}");
-    assert!(again == first, "{method}/{compress}: an unchanged repack differs");
+    assert!(
+        again == first,
+        "{method}/{compress}: an unchanged repack differs"
+    );
 
     // One file changed.
     touch(&n.file(217));
     let (one, repacked) = n.pack(&args, file);
-    assert!(one.2 >= 1 && one.2 <= 2, "{one:?}: only the changed region is compressed");
+    assert!(
+        one.2 >= 1 && one.2 <= 2,
+        "{one:?}: only the changed region is compressed"
+    );
     let (full, fresh) = n.pack(&["-m", method, "-c", compress, "--no-cache"], file);
     assert_eq!(full.1, 0, "--no-cache reuses nothing");
-    assert!(repacked == fresh, "{method}/{compress}: repack differs from a full pack");
+    assert!(
+        repacked == fresh,
+        "{method}/{compress}: repack differs from a full pack"
+    );
 
     // 1% of the files (4 of 400) changed.
     for i in [3, 120, 255, 390] {
@@ -167,7 +192,10 @@ fn repack_matches_full_pack(method: &str, compress: &str, file: &str) {
     assert!(some.2 >= 1 && some.2 <= 8, "{some:?}");
     assert!(some.1 >= some.0 / 2, "{some:?}: most segments reused");
     let (_, fresh) = n.pack(&["-m", method, "-c", compress, "--no-cache"], file);
-    assert!(repacked == fresh, "{method}/{compress}: repack differs from a full pack");
+    assert!(
+        repacked == fresh,
+        "{method}/{compress}: repack differs from a full pack"
+    );
 
     // The cache holds only the index of this image.
     let cache: Vec<String> = std::fs::read_dir(n.dir.join(".packcache"))
@@ -184,7 +212,10 @@ fn repack_matches_full_pack(method: &str, compress: &str, file: &str) {
     let want = std::fs::read(n.file(390)).unwrap();
     let name = "usr/lib/d10/f00390";
     let listed = if method == "cpio" {
-        filter(&["cpio", "-i", "--quiet", "--to-stdout", &format!("./{name}")], &raw)
+        filter(
+            &["cpio", "-i", "--quiet", "--to-stdout", &format!("./{name}")],
+            &raw,
+        )
     } else {
         filter(&["tar", "-xOf", "-", &format!("./{name}")], &raw)
     };
@@ -236,8 +267,14 @@ fn xz_repack_is_byte_identical_and_every_xz_decoder_reads_the_streams() {
     assert!(streams >= 2, "{list}");
     let by_xz = filter(&["xz", "-dc"], &repacked);
     if cmd_exists("busybox") {
-        assert!(filter(&["busybox", "xz", "-dc"], &repacked) == by_xz, "busybox xz");
-        assert!(filter(&["busybox", "unxz", "-c"], &repacked) == by_xz, "busybox unxz");
+        assert!(
+            filter(&["busybox", "xz", "-dc"], &repacked) == by_xz,
+            "busybox xz"
+        );
+        assert!(
+            filter(&["busybox", "unxz", "-c"], &repacked) == by_xz,
+            "busybox unxz"
+        );
     } else {
         skip("busybox not installed");
     }
@@ -258,7 +295,10 @@ fn gzip_members_decode_with_gnu_gzip_busybox_tar_and_cpio() {
     let gnu = filter(&["gzip", "-cd"], &cpio_gz);
     assert!(filter(&["zcat"], &cpio_gz) == gnu);
     if cmd_exists("busybox") {
-        assert!(filter(&["busybox", "gzip", "-dc"], &cpio_gz) == gnu, "busybox gzip -d");
+        assert!(
+            filter(&["busybox", "gzip", "-dc"], &cpio_gz) == gnu,
+            "busybox gzip -d"
+        );
         let listed = filter(&["busybox", "cpio", "-t"], &gnu);
         assert!(String::from_utf8_lossy(&listed).contains("usr/lib/d19/f00299"));
     } else {
@@ -289,7 +329,10 @@ fn a_damaged_cache_never_damages_the_image() {
     bytes[mid] ^= 0xff;
     std::fs::write(&image, &bytes).unwrap();
     let (c, out) = n.pack(&["-m", "cpio"], file);
-    assert_eq!(c.2, 1, "{c:?}: exactly the damaged segment is compressed again");
+    assert_eq!(
+        c.2, 1,
+        "{c:?}: exactly the damaged segment is compressed again"
+    );
     assert!(out == reference);
 
     // A garbled index line: its segment is not found, the others still are.
@@ -333,10 +376,17 @@ fn squashfs_streams_without_temp_files_and_drops_the_cache() {
     std::fs::create_dir(&tmp).unwrap();
     let o = n.run(
         &["-m", "squashfs"],
-        &[("TMPDIR", tmp.to_str().unwrap()), ("TMP", tmp.to_str().unwrap())],
+        &[
+            ("TMPDIR", tmp.to_str().unwrap()),
+            ("TMP", tmp.to_str().unwrap()),
+        ],
     );
     assert!(o.lines().last().unwrap().starts_with("Packed "), "{o:?}");
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "TMPDIR stayed empty");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "TMPDIR stayed empty"
+    );
     // Nothing but the image and the tree in the image directory: no staging copy, no cache.
     let mut names: Vec<String> = std::fs::read_dir(&n.dir)
         .unwrap()

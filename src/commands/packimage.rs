@@ -923,12 +923,9 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
             if let Some(r) = &reuse {
                 log::info!("segment cache: {} segments of the previous image", r.len());
             }
-            let comp = Compressor::with_cache(
-                BufWriter::with_capacity(1 << 20, file),
-                &copts,
-                reuse,
-            )
-            .map_err(|e| Fail(format!("Cannot start the compressor: {e}")))?;
+            let comp =
+                Compressor::with_cache(BufWriter::with_capacity(1 << 20, file), &copts, reuse)
+                    .map_err(|e| Fail(format!("Cannot start the compressor: {e}")))?;
             let out = if p.method == Method::Cpio {
                 let mut w = CpioWriter::new(comp);
                 write_entries(&mut w, &entries, &mut progress, host, cancel)?;
@@ -1196,6 +1193,10 @@ fn squashfs(
         gid.to_string().into(),
         "-root-time".into(),
         mtime.max(0).to_string().into(),
+        // mksquashfs sizes its caches from physical memory (a quarter of it by default):
+        // bounded, so peak memory does not grow with the machine or the image.
+        "-mem".into(),
+        "128M".into(),
     ];
     let step = Step::new("mksquashfs", args);
     let mut child = proc::Running::start(&step).map_err(|e| Fail(e.to_string()))?;

@@ -164,10 +164,21 @@ mod tests {
         let b = ends(&changed, S, 8192);
         let shift = 5usize;
         let before: Vec<_> = a.iter().filter(|&&e| e < 300_000).collect();
-        assert_eq!(before, b.iter().filter(|&&e| e < 300_000).collect::<Vec<_>>());
+        assert_eq!(
+            before,
+            b.iter().filter(|&&e| e < 300_000).collect::<Vec<_>>()
+        );
         // Well after the change, the same cuts, shifted by the inserted length.
-        let after_a: Vec<usize> = a.iter().filter(|&&e| e > 400_000).map(|&e| e + shift).collect();
-        let after_b: Vec<usize> = b.iter().filter(|&&e| e > 400_000 + shift).copied().collect();
+        let after_a: Vec<usize> = a
+            .iter()
+            .filter(|&&e| e > 400_000)
+            .map(|&e| e + shift)
+            .collect();
+        let after_b: Vec<usize> = b
+            .iter()
+            .filter(|&&e| e > 400_000 + shift)
+            .copied()
+            .collect();
         assert_eq!(after_a, after_b);
     }
 

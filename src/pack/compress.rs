@@ -1020,18 +1020,10 @@ mod tests {
         assert!(String::from_utf8_lossy(&expected).contains("./etc/sub/big"));
 
         let gz_file = dir.path().join("t.tar.gz");
-        std::fs::write(
-            &gz_file,
-            compress_with(&tar.stdout, &gz(2), SMALL, 512),
-        )
-        .unwrap();
+        std::fs::write(&gz_file, compress_with(&tar.stdout, &gz(2), SMALL, 512)).unwrap();
         assert_eq!(run(&["tar", "-tzf"], &gz_file), expected);
         let xz_file = dir.path().join("t.tar.xz");
-        std::fs::write(
-            &xz_file,
-            compress_with(&tar.stdout, &xz(2, 1), SMALL, 512),
-        )
-        .unwrap();
+        std::fs::write(&xz_file, compress_with(&tar.stdout, &xz(2, 1), SMALL, 512)).unwrap();
         assert_eq!(run(&["tar", "-tJf"], &xz_file), expected);
     }
 

@@ -238,9 +238,7 @@ fn number(entries: &mut [Entry]) {
         match e.hardlink {
             Some(h) if members[&h.group] > 1 => {
                 let count = members[&h.group];
-                let slot = seen
-                    .entry(h.group)
-                    .or_insert_with(|| (take(&e.path), 0));
+                let slot = seen.entry(h.group).or_insert_with(|| (take(&e.path), 0));
                 e.ino = slot.0;
                 e.hardlink = Some(HardLink {
                     group: slot.0,
@@ -397,7 +395,12 @@ mod tests {
     #[test]
     fn inode_numbers_do_not_shift_when_an_entry_is_added() {
         let tree = |extra: bool| {
-            let mut entries = vec![dir(""), file("a", Some(3)), file("b", None), file("c", Some(3))];
+            let mut entries = vec![
+                dir(""),
+                file("a", Some(3)),
+                file("b", None),
+                file("c", Some(3)),
+            ];
             if extra {
                 entries.insert(1, file("0-new", None));
             }
@@ -412,8 +415,16 @@ mod tests {
         for p in ["", "a", "b", "c"] {
             assert_eq!(ino(&before, p), ino(&after, p), "{p}");
         }
-        assert_eq!(ino(&after, "a"), ino(&after, "c"), "a hard-link group shares one");
-        assert_eq!(ino(&after, "a"), wanted_ino(b"a"), "from the group's first path");
+        assert_eq!(
+            ino(&after, "a"),
+            ino(&after, "c"),
+            "a hard-link group shares one"
+        );
+        assert_eq!(
+            ino(&after, "a"),
+            wanted_ino(b"a"),
+            "from the group's first path"
+        );
         assert!(after.iter().all(|e| e.ino > 0 && e.ino <= 0xffff_ffff));
     }
 

@@ -149,7 +149,9 @@ impl Reuse {
             return false;
         }
         if libdeflater::crc32(out) != loc.crc {
-            log::warn!("segment cache: a cached segment does not match its index; compressing it again");
+            log::warn!(
+                "segment cache: a cached segment does not match its index; compressing it again"
+            );
             return false;
         }
         true
@@ -218,7 +220,10 @@ mod tests {
         std::fs::write(d.join(DIR).join("rootimg.tar.xz.idx"), "old").unwrap();
         save(d, "rootimg.cpio.gz", "gzip 6", Some(&records)).unwrap();
         assert!(!d.join(DIR).join("rootimg.tar.xz.idx").exists(), "pruned");
-        assert!(Reuse::open(d, "rootimg.cpio.gz", "xz 6").is_none(), "other tag");
+        assert!(
+            Reuse::open(d, "rootimg.cpio.gz", "xz 6").is_none(),
+            "other tag"
+        );
         let r = Reuse::open(d, "rootimg.cpio.gz", "gzip 6").unwrap();
         assert_eq!(r.len(), 2);
         let mut out = Vec::new();
