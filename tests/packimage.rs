@@ -665,7 +665,13 @@ fn publish_is_atomic_and_failures_keep_the_old_image() {
         .collect();
     let mut names = names;
     names.sort();
-    assert_eq!(names, ["rootimg", "rootimg.cpio.gz"]);
+    // The segment cache's directory holds only the new image's index.
+    assert_eq!(names, [".packcache", "rootimg", "rootimg.cpio.gz"]);
+    let cache: Vec<_> = std::fs::read_dir(n.dir.join(".packcache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(cache, ["rootimg.cpio.gz.idx"]);
 }
 
 #[test]
