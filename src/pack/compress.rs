@@ -584,7 +584,8 @@ fn worker(
         // Every job must produce a `Done`, or the writer would wait for it for ever.
         let result = catch_unwind(AssertUnwindSafe(|| {
             slot.key = segcache::key(&slot.input);
-            slot.reused = reuse.is_some_and(|r| r.fetch(&slot.key, &mut slot.output));
+            slot.reused =
+                reuse.is_some_and(|r| r.fetch(&slot.key, slot.input.len(), &mut slot.output));
             if !slot.reused {
                 match codec {
                     Codec::Gzip(_) => match deflate.as_mut() {

@@ -133,14 +133,16 @@ impl Reuse {
         self.map.is_empty()
     }
 
-    /// Puts the old compressed bytes of segment `key` into `out`. False when the old image
-    /// has no such segment or its bytes do not match the index (then `out` is garbage and
-    /// the caller compresses).
-    pub fn fetch(&self, key: &Key, out: &mut Vec<u8>) -> bool {
+    /// Puts the old compressed bytes of segment `key` (of `len` uncompressed bytes) into
+    /// `out`. False when the old image has no such segment or its bytes do not match the
+    /// index (then `out` is garbage and the caller compresses).
+    pub fn fetch(&self, key: &Key, len: usize, out: &mut Vec<u8>) -> bool {
         let Some(loc) = self.map.get(key) else {
             return false;
         };
-        let Ok(n) = usize::try_from(loc.clen) else {
+        // More than any compressor writes for `len` bytes: a damaged index, not a segment.
+        let bound = len + len / 8 + (64 << 10);
+        let Some(n) = usize::try_from(loc.clen).ok().filter(|&n| n <= bound) else {
             return false;
         };
         out.clear();
@@ -227,14 +229,14 @@ mod tests {
         let r = Reuse::open(d, "rootimg.cpio.gz", "gzip 6").unwrap();
         assert_eq!(r.len(), 2);
         let mut out = Vec::new();
-        assert!(r.fetch(&key(b"two"), &mut out));
+        assert!(r.fetch(&key(b"two"), 3, &mut out));
         assert_eq!(out, b"BBB");
-        assert!(!r.fetch(&key(b"three"), &mut out));
+        assert!(!r.fetch(&key(b"three"), 5, &mut out));
         // A changed byte in the image: that segment is refused, the other still served.
         std::fs::write(d.join("rootimg.cpio.gz"), b"AAAABxB").unwrap();
         let r = Reuse::open(d, "rootimg.cpio.gz", "gzip 6").unwrap();
-        assert!(!r.fetch(&key(b"two"), &mut out));
-        assert!(r.fetch(&key(b"one"), &mut out));
+        assert!(!r.fetch(&key(b"two"), 3, &mut out));
+        assert!(r.fetch(&key(b"one"), 3, &mut out));
         // Another length: the index is ignored.
         std::fs::write(d.join("rootimg.cpio.gz"), b"AAAA").unwrap();
         assert!(Reuse::open(d, "rootimg.cpio.gz", "gzip 6").is_none());
