@@ -37,8 +37,10 @@
 //! the cuts as it goes). Memory is bounded by a fixed pool of slots: a slot travels caller →
 //! worker → writer → back to the caller, so no more than the pool's segments (each at most
 //! the maximum segment size, plus its output) exist at once, whatever the input size and
-//! however slow `inner` is. gzip has 2 slots per thread; xz has one slot per thread plus one
-//! being filled, because each xz worker also holds its encoder (about 94 MiB at preset 6).
+//! however slow `inner` is. gzip has 2 slots per thread; xz has one slot per thread (at least
+//! 2), because each xz worker also holds its encoder (about 94 MiB at preset 6) and a segment
+//! of up to 32 MiB: compressing one takes seconds and filling the next milliseconds, so an
+//! extra slot would buy little and cost up to 32 MiB more (measured in docs/performance.md).
 //!
 //! # Errors and dropping
 //!
@@ -371,7 +373,7 @@ impl<W: Write + Send + 'static> Engine<W> {
     ) -> io::Result<Self> {
         let max_slots = match codec {
             Codec::Gzip(_) => threads.saturating_mul(2),
-            Codec::Xz(_) => threads.saturating_add(1),
+            Codec::Xz(_) => threads,
         }
         .max(2);
         let shared = Arc::new(Shared {
