@@ -404,14 +404,21 @@ fn every_format_extracts_to_the_tree_minus_the_exlist() {
             assert!(o.stderr.contains("cpio cannot carry"), "{}", o.stderr);
         }
         // Only the new format is left; mode 0644.
+        // Beside them the segment cache's index (tests/packimage_cache.rs), for cpio and tar.
         let mut names: Vec<String> = std::fs::read_dir(&n.dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != ".packcache")
             .collect();
         names.sort();
         assert_eq!(
             names,
             vec!["rootimg".to_string(), file.to_string()],
+            "{m}/{c}"
+        );
+        assert_eq!(
+            n.dir.join(".packcache").exists(),
+            m != "squashfs",
             "{m}/{c}"
         );
         let archive = n.dir.join(file);
@@ -658,7 +665,13 @@ fn publish_is_atomic_and_failures_keep_the_old_image() {
         .collect();
     let mut names = names;
     names.sort();
-    assert_eq!(names, ["rootimg", "rootimg.cpio.gz"]);
+    // The segment cache's directory holds only the new image's index.
+    assert_eq!(names, [".packcache", "rootimg", "rootimg.cpio.gz"]);
+    let cache: Vec<_> = std::fs::read_dir(n.dir.join(".packcache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(cache, ["rootimg.cpio.gz.idx"]);
 }
 
 #[test]

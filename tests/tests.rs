@@ -12,6 +12,10 @@ mod rmimage_mounts;
 // packimage in standalone mode: formats extracted by the node's tools, injection, publish.
 mod packimage;
 
+// packimage's segment cache: byte-identical repacks, multi-member decoding, damaged caches,
+// squashfs without temp files, rmimage removing the cache.
+mod packimage_cache;
+
 // serve mode: the protocol from the bridge's side.
 mod protocol;
 

@@ -18,6 +18,7 @@ use crate::pack::entry::{ArchiveWriter, Entry, Kind, Source};
 use crate::pack::exlist::{self, Decision, Selection};
 use crate::pack::inject::{self, Merge, Overlay};
 use crate::pack::publish::{self, Staged};
+use crate::pack::segcache;
 use crate::pack::synclist;
 use crate::pack::tar::TarWriter;
 use crate::pack::walk;
@@ -25,6 +26,7 @@ use crate::proc::{self, Step};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// packimage.pm's GetOptions specification, plus our own long options (which only extend
@@ -41,10 +43,11 @@ pub const SPECS: &[&str] = &[
     "version|v",
     "dry-run",
     "explain=s@",
+    "no-cache",
 ];
 
 /// The usage text, as stock prints it, then our additions.
-pub const USAGE: &str = "Usage:\n   packimage [-m| --method=cpio|tar] [-c| --compress=gzip|pigz|xz] [--nosyncfiles] <imagename>\n   packimage [-h| --help]\n   packimage [-v| --version]\n   xcat-imaged also takes: -m squashfs, --tracker URL, --dry-run, --explain PATH";
+pub const USAGE: &str = "Usage:\n   packimage [-m| --method=cpio|tar] [-c| --compress=gzip|pigz|xz] [--nosyncfiles] <imagename>\n   packimage [-h| --help]\n   packimage [-v| --version]\n   xcat-imaged also takes: -m squashfs, --tracker URL, --dry-run, --explain PATH, --no-cache";
 
 type Result<T> = std::result::Result<T, Fail>;
 
@@ -76,6 +79,8 @@ struct Opts {
     nosyncfiles: bool,
     dry_run: bool,
     explain: Vec<String>,
+    /// Compress every segment again instead of reusing the previous image's.
+    no_cache: bool,
 }
 
 /// Everything resolved and checked; running it is all that is left.
@@ -164,6 +169,7 @@ fn parse(argv: &[String], host: &mut dyn Host) -> Result<Option<Opts>> {
         nosyncfiles: o.flag("nosyncfiles"),
         dry_run: o.flag("dry-run"),
         explain: o.list("explain").to_vec(),
+        no_cache: o.flag("no-cache"),
     }))
 }
 
@@ -469,7 +475,17 @@ fn distname(osvers: &str, netboot: &Path) -> Option<String> {
     None
 }
 
+/// Test hook: `SOURCE_DATE_EPOCH` (the reproducible-builds variable) fixes the clock packimage
+/// stamps injected entries and `TIMESTAMP` with, so two packs of one tree can be compared
+/// byte for byte. Unset in production.
+fn fixed_epoch() -> Option<i64> {
+    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
+}
+
 fn now() -> i64 {
+    if let Some(t) = fixed_epoch() {
+        return t;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -501,8 +517,14 @@ fn disk_entry(dest: &[u8], src: &Path) -> io::Result<Entry> {
     Ok(e)
 }
 
-/// A random (version 4) UUID, as `uuidgen` prints it.
+/// A random (version 4) UUID, as `uuidgen` prints it. Test hook: `XCAT_IMAGED_TEST_UUID`
+/// replaces it (with `SOURCE_DATE_EPOCH`, a repack can then be compared with a full pack).
 fn uuid() -> String {
+    if let Ok(fixed) = std::env::var("XCAT_IMAGED_TEST_UUID") {
+        if !fixed.is_empty() && fixed.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return fixed;
+        }
+    }
     let mut b = [0u8; 16];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -529,7 +551,11 @@ fn uuid() -> String {
 
 /// `date` as xcatd would print it (C locale, its time zone).
 fn timestamp() -> String {
-    let mut step = Step::new("date", Vec::<String>::new());
+    let args: Vec<String> = match fixed_epoch() {
+        Some(t) => vec!["-d".into(), format!("@{t}")],
+        None => Vec::new(),
+    };
+    let mut step = Step::new("date", args);
     if let Ok(tz) = std::env::var("TZ") {
         step.env.push(("TZ".into(), tz));
     }
@@ -809,6 +835,8 @@ struct Stats {
     entries: u64,
     input: u64,
     output: u64,
+    /// cpio and tar: what the compressor wrote, and the settings it names in its index.
+    segments: Option<(compress::Report, String)>,
 }
 
 fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
@@ -888,8 +916,17 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
                 .try_clone()
                 .map_err(|e| Fail(format!("{e}")))?;
             let copts = compress::Options::new(p.compress.0);
-            let comp = Compressor::new(BufWriter::with_capacity(1 << 20, file), &copts)
-                .map_err(|e| Fail(format!("Cannot start the compressor: {e}")))?;
+            let reuse = if p.opts.no_cache {
+                None
+            } else {
+                segcache::Reuse::open(&p.destdir, &file_name, &copts.cache_tag()).map(Arc::new)
+            };
+            if let Some(r) = &reuse {
+                log::info!("segment cache: {} segments of the previous image", r.len());
+            }
+            let comp =
+                Compressor::with_cache(BufWriter::with_capacity(1 << 20, file), &copts, reuse)
+                    .map_err(|e| Fail(format!("Cannot start the compressor: {e}")))?;
             let out = if p.method == Method::Cpio {
                 let mut w = CpioWriter::new(comp);
                 write_entries(&mut w, &entries, &mut progress, host, cancel)?;
@@ -906,8 +943,8 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
                 write_entries(&mut w, &entries, &mut progress, host, cancel)?;
                 w.into_inner()
             };
-            let mut buf = out
-                .finish()
+            let (mut buf, report) = out
+                .finish_report()
                 .map_err(|e| Fail(format!("Compressing the archive failed: {e}")))?;
             buf.flush()
                 .map_err(|e| Fail(format!("Writing {} failed: {e}", staged.target().display())))?;
@@ -919,6 +956,7 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
                 entries: entries.len() as u64,
                 input,
                 output,
+                segments: Some((report, copts.cache_tag())),
             }
         }
         Method::Squashfs => squashfs(&entries, &staged, &mut progress, host, cancel)?,
@@ -936,6 +974,22 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
         keep_names.push(format!("{file_name}.metainfo"));
         metainfo(&p.destdir, &file_name, tracker)?;
     }
+    let index = stats
+        .segments
+        .as_ref()
+        .map(|(r, tag)| (r.segments.as_slice(), tag.as_str()));
+    if let Err(e) = segcache::save(
+        &p.destdir,
+        &file_name,
+        index.map_or("", |i| i.1),
+        index.map(|i| i.0),
+    ) {
+        // Only the next repack's speed depends on it.
+        host.warning(format!(
+            "Cannot write the segment cache in {}: {e}",
+            p.destdir.join(segcache::DIR).display()
+        ));
+    }
     let keep_refs: Vec<&str> = keep_names.iter().map(String::as_str).collect();
     if let Err(e) = publish::remove_other_formats(&p.destdir, &keep_refs) {
         host.warning(format!(
@@ -948,8 +1002,16 @@ fn execute(p: &Plan, host: &mut dyn Host, cancel: &Cancel) -> Result<()> {
         host.warning("The image expands to more than 4 GiB; some loaders cannot unpack a gzip cpio that large. Consider -m squashfs".to_string());
     }
     let secs = started.elapsed().as_secs_f64();
+    let segments = stats.segments.as_ref().map_or(String::new(), |(r, _)| {
+        format!(
+            "; {} segments, {} reused, {} compressed",
+            r.segments.len(),
+            r.reused,
+            r.compressed
+        )
+    });
     host.info(format!(
-        "Packed {} entries, {:.1} MiB into {} ({:.1} MiB, {:.0}%) in {secs:.1} s",
+        "Packed {} entries, {:.1} MiB into {} ({:.1} MiB, {:.0}%) in {secs:.1} s{segments}",
         stats.entries,
         stats.input as f64 / 1048576.0,
         published.display(),
@@ -1126,6 +1188,10 @@ fn squashfs(
         gid.to_string().into(),
         "-root-time".into(),
         mtime.max(0).to_string().into(),
+        // mksquashfs sizes its caches from physical memory (a quarter of it by default):
+        // bounded, so peak memory does not grow with the machine or the image.
+        "-mem".into(),
+        "128M".into(),
     ];
     let step = Step::new("mksquashfs", args);
     let mut child = proc::Running::start(&step).map_err(|e| Fail(e.to_string()))?;
@@ -1155,6 +1221,7 @@ fn squashfs(
         entries: entries.len() as u64,
         input: entries.iter().map(Entry::size).sum(),
         output,
+        segments: None,
     })
 }
 

@@ -445,6 +445,17 @@ fn remove_files(
         }
     }
 
+    // packimage's segment index beside the image (src/pack/segcache.rs): only describes
+    // the rootimg.* files just removed.
+    let cache = t.dir.join(crate::pack::segcache::DIR);
+    if std::fs::symlink_metadata(&cache).is_ok_and(|m| m.is_dir()) {
+        if cancel.is_cancelled() {
+            return Err(interrupted());
+        }
+        host.info(format!("Removing directory {}", cache.display()));
+        complete &= report(&remove::remove_tree(&cache, &is_cancelled), host);
+    }
+
     let tftp = match &t.name {
         Some(name) => tftpdir.join("xcat").join("osimage").join(name),
         None => tftpdir

@@ -191,7 +191,7 @@ impl<W: Write> CpioWriter<W> {
         };
         let (mtime, clamped) = clamp_mtime(entry.mtime);
         let fields = [
-            entry.ino as u32, // low 32 bits: callers number entries from small integers
+            entry.ino as u32, // callers give 32-bit numbers (inject: a hash of the path)
             entry.st_mode(),
             entry.uid,
             entry.gid,
