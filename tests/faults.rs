@@ -106,8 +106,26 @@ impl Node {
         self.d.run("packimage", &a)
     }
 
+    /// The image directory's entries; the segment cache's directory (`.packcache`) is shown
+    /// only when it holds anything but the index of the one image there, so every check of
+    /// "one image, nothing else" also checks the cache.
     fn names(&self) -> Vec<String> {
-        names(&self.dir)
+        let mut v = names(&self.dir);
+        let images: Vec<String> = v
+            .iter()
+            .filter(|n| n.starts_with("rootimg."))
+            .cloned()
+            .collect();
+        let cache = self.dir.join(".packcache");
+        if cache.is_dir() {
+            let idx = names(&cache);
+            let only_current =
+                idx.is_empty() || (images.len() == 1 && idx == [format!("{}.idx", images[0])]);
+            if only_current {
+                v.retain(|n| n != ".packcache");
+            }
+        }
+        v
     }
 
     fn lock_free(&self) -> bool {
