@@ -24,3 +24,7 @@ mod imgexport;
 // genimage for real: a minimal Debian image from the host's mirror (root and network), an
 // interrupted build, --onlyinitrd with an xCAT dracut module, packimage of the result.
 mod genimage;
+
+// The example image boots under QEMU (TCG, no network) from each packimage format through a
+// loader doing what xCAT's xcatroot does; its initrd-stateless.gz starts dracut (root only).
+mod boot;
