@@ -122,12 +122,40 @@ fn mounts_anywhere_under(dir: &Path) -> Vec<String> {
     found
 }
 
-/// Processes whose root or working directory is under `dir`.
+/// Whether `pid` is this test process or one it started (directly or not): what other tests
+/// run meanwhile (the boot test's packimage and chroot runs) is not left over by genimage,
+/// whose leftovers would have been reparented away from us when it exited.
+fn ours(pid: &str) -> bool {
+    let me = std::process::id().to_string();
+    let mut p = pid.to_string();
+    for _ in 0..64 {
+        if p == me {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            return false;
+        };
+        // The fields after the parenthesised command name: state, ppid, ...
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        else {
+            return false;
+        };
+        if ppid == "0" || ppid == "1" {
+            return false;
+        }
+        p = ppid.to_string();
+    }
+    false
+}
+
+/// Processes not started by this test process whose root or working directory is under `dir`.
 fn processes_under(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
+        if !pid.chars().all(|c| c.is_ascii_digit()) || ours(&pid) {
             continue;
         }
         for link in ["root", "cwd"] {
@@ -840,7 +868,8 @@ fn genimage_leaves_no_mount_and_no_process() {
         "nothing in our mount table"
     );
     assert!(mounts_anywhere_under(f.d.path()).is_empty());
-    assert!(processes_under(f.d.path()).is_empty());
+    let left = processes_under(f.d.path());
+    assert!(left.is_empty(), "{left:?}");
     assert!(!f.dir.join(".rootimg.genimage-partial").exists());
     let names: Vec<String> = std::fs::read_dir(f.dir.join("rootimg/tmp"))
         .unwrap()
