@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "debian-x86_64-netboot-compute";
+/// The example's image name.
+pub(crate) const NAME: &str = "debian-x86_64-netboot-compute";
 
 /// The mirror of the host's apt sources (read at test time), else deb.debian.org.
 fn host_mirror() -> String {
@@ -121,12 +122,40 @@ fn mounts_anywhere_under(dir: &Path) -> Vec<String> {
     found
 }
 
-/// Processes whose root or working directory is under `dir`.
+/// Whether `pid` is this test process or one it started (directly or not): what other tests
+/// run meanwhile (the boot test's packimage and chroot runs) is not left over by genimage,
+/// whose leftovers would have been reparented away from us when it exited.
+fn ours(pid: &str) -> bool {
+    let me = std::process::id().to_string();
+    let mut p = pid.to_string();
+    for _ in 0..64 {
+        if p == me {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            return false;
+        };
+        // The fields after the parenthesised command name: state, ppid, ...
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        else {
+            return false;
+        };
+        if ppid == "0" || ppid == "1" {
+            return false;
+        }
+        p = ppid.to_string();
+    }
+    false
+}
+
+/// Processes not started by this test process whose root or working directory is under `dir`.
 fn processes_under(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
+        if !pid.chars().all(|c| c.is_ascii_digit()) || ours(&pid) {
             continue;
         }
         for link in ["root", "cwd"] {
@@ -210,10 +239,15 @@ fn fake_xcatroot(root: &Path) {
     std::fs::write(a.join("rc.statelite"), "#!/bin/sh\necho statelite\n").unwrap();
 }
 
+/// Developer shortcut: a directory that keeps the fixture (image, outputs) between runs, so
+/// working on the tests does not rebuild the image each time. CI never sets it.
+pub(crate) const KEEP_ENV: &str = "XCAT_IMAGED_TEST_IMAGE_DIR";
+
 /// What the shared build produced.
-struct Fixture {
-    d: Dir,
-    dir: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) d: Dir,
+    /// The image's rootimgdir.
+    pub(crate) dir: PathBuf,
     xcatroot: PathBuf,
     /// The interrupted first build.
     cancel: Output,
@@ -228,6 +262,8 @@ struct Fixture {
     build_secs: f64,
     onlyinitrd: Output,
     pack: Output,
+    /// Where the fixture moved packimage's archive.
+    example_pack: PathBuf,
 }
 
 static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
@@ -243,7 +279,7 @@ extern "C" fn remove_fixture_dir() {
     }
 }
 
-fn fixture() -> Option<&'static Fixture> {
+pub(crate) fn fixture() -> Option<&'static Fixture> {
     match FIXTURE.get_or_init(make_fixture) {
         Ok(f) => Some(f),
         Err(why) => {
@@ -253,18 +289,127 @@ fn fixture() -> Option<&'static Fixture> {
     }
 }
 
+/// The test's additions to the example's postinstall: a record of its arguments and `IMG_*`
+/// environment, and what the boot test (tests/boot.rs) looks for: a oneshot unit that reports
+/// to the serial console once the image's own init runs, then powers off, and a file with a
+/// capability that it checks. The marker text is composed at run time (it appears nowhere in
+/// the image, a unit Description or the kernel command line), the token comes from the kernel
+/// command line of each boot, and without `boottest.token=` the unit does nothing.
+const TEST_POSTINSTALL: &str = r#"#!/bin/sh
+# genimage test postinstall: arguments and IMG_* environment
+echo "postinstall $1 $2 $3 $4 $5 $6"
+printf '%s\n' "args=$2 $3 $4 $5 $6" "IMG_NAME=$IMG_NAME" "IMG_ROOTIMGDIR=$IMG_ROOTIMGDIR" "IMG_PROFILE=$IMG_PROFILE" > "$1/etc/genimage-test-postinstall"
+set -e
+mkdir -p "$1/usr/local/sbin" "$1/usr/local/bin" "$1/etc/systemd/system/multi-user.target.wants"
+cat > "$1/usr/local/sbin/boottest-marker" <<'SCRIPT'
+#!/bin/sh
+tok=$(sed -n 's/.*boottest\.token=\([0-9a-f]*\).*/\1/p' /proc/cmdline)
+root=$(awk '$2 == "/" { print $3 }' /proc/mounts | tr '\n' ',')
+caps=$(getcap /usr/local/bin/boottest-cap | awk '{ print $2 }')
+printf 'BOOTTEST_%s token=%s rootfs=%s uptime=%s\n' REACHED "$tok" "$root" "$(cut -d' ' -f1 /proc/uptime)" >/dev/ttyS0
+printf 'BOOTTEST_%s token=%s caps=%s\n' CAPS "$tok" "${caps:-none}" >/dev/ttyS0
+SCRIPT
+chmod 755 "$1/usr/local/sbin/boottest-marker"
+cat > "$1/etc/systemd/system/boottest-marker.service" <<'UNIT'
+[Unit]
+Description=Boot test: report to the serial console and power off
+ConditionKernelCommandLine=boottest.token
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/boottest-marker
+ExecStartPost=/bin/systemctl --no-block poweroff
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+ln -sf /etc/systemd/system/boottest-marker.service "$1/etc/systemd/system/multi-user.target.wants/boottest-marker.service"
+cp "$1/usr/bin/true" "$1/usr/local/bin/boottest-cap"
+chroot "$1" setcap cap_net_raw+ep /usr/local/bin/boottest-cap
+"#;
+
+/// The built-in example image (examples/debian-image) as examples/genimage writes its
+/// definitions, plus the test's extras through the same attributes an admin would use: a
+/// second pkglist (merged by pass; `#ENV:`, a removal, getcap for the boot test), otherpkgs
+/// from a local repository, a second postinstall script with arguments.
+fn example_defs(d: &Dir, mirror: &str, osvers: &str) -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/debian-image");
+    let text = std::fs::read_to_string(example.join("image.stanza")).unwrap();
+    let text = text
+        .replace("@WORK@", &d.path().display().to_string())
+        .replace("@EXAMPLE@", &example.display().to_string())
+        .replace("@MIRROR@", mirror.trim_end_matches('/'))
+        .replace("@OSVERS@", osvers);
+    let mut defs = xcat_imaged::defs::Defs::parse(&text).unwrap();
+    let get = |defs: &xcat_imaged::defs::Defs, col: &str| {
+        let keys = xcat_imaged::protocol::Row::from([("imagename".into(), NAME.into())]);
+        let row = defs
+            .table_get("linuximage", &keys, &[col.to_string()])
+            .unwrap()
+            .unwrap_or_else(|| panic!("the example defines {NAME}"));
+        row.get(col).cloned().unwrap_or_default()
+    };
+    let pkglist = format!(
+        "{},{}",
+        get(&defs, "pkglist"),
+        d.path().join("lists/test.pkglist").display()
+    );
+    let postinstall = format!(
+        "{},{} one two",
+        get(&defs, "postinstall"),
+        d.path().join("post/genimage-test.postinstall").display()
+    );
+    let keys = xcat_imaged::protocol::Row::from([("imagename".into(), NAME.into())]);
+    let values = xcat_imaged::protocol::Row::from([
+        ("pkglist".to_string(), pkglist),
+        ("postinstall".to_string(), postinstall),
+        (
+            "otherpkglist".to_string(),
+            d.path()
+                .join("lists/compute.otherpkgs.pkglist")
+                .display()
+                .to_string(),
+        ),
+        (
+            "otherpkgdir".to_string(),
+            d.path().join("otherpkgs").display().to_string(),
+        ),
+    ]);
+    defs.table_set("linuximage", &keys, &values).unwrap();
+    defs.to_stanza()
+}
+
 fn make_fixture() -> Result<Fixture, String> {
     let mirror = host_mirror();
     if let Some(why) = cannot_build(&mirror) {
         return Err(why);
     }
-    let d = Dir::new();
-    if FIXTURE_DIR.set(d.path().to_path_buf()).is_ok() {
-        // SAFETY: registers a plain function; it runs once at process exit.
-        unsafe {
-            nix::libc::atexit(remove_fixture_dir);
+    let d = match std::env::var_os(KEEP_ENV) {
+        Some(keep) => {
+            let d = Dir::at(Path::new(&keep));
+            if let Some(f) = load_fixture(&d) {
+                return Ok(f);
+            }
+            if !d.tree(&d.install()).is_empty() {
+                return Err(format!(
+                    "{} has an incomplete fixture; remove it to build again",
+                    d.path().display()
+                ));
+            }
+            d
         }
-    }
+        None => {
+            let d = Dir::new();
+            if FIXTURE_DIR.set(d.path().to_path_buf()).is_ok() {
+                // SAFETY: registers a plain function; it runs once at process exit.
+                unsafe {
+                    nix::libc::atexit(remove_fixture_dir);
+                }
+            }
+            d
+        }
+    };
     let osvers = host_osvers();
     let dir = d
         .install()
@@ -280,12 +425,12 @@ fn make_fixture() -> Result<Fixture, String> {
         "#!/bin/sh\necho postinit\n",
     );
     d.write(
-        "lists/compute.pkglist",
-        "# a minimal stateless node (minbase has no init)\nsystemd-sysv\nprocps\n  dracut,dracut-network\n#INCLUDE:sub/net.pkglist#\n#NEW_INSTALL_LIST#\n#ENV:GENIMAGE_TEST=pass2#\nlinux-image-amd64\n-no-such-package-is-removed-here\n",
+        "lists/test.pkglist",
+        "# the test's additions to the example's list, merged with it pass by pass\n#INCLUDE:sub/boot.pkglist#\n#NEW_INSTALL_LIST#\n#ENV:GENIMAGE_TEST=pass2#\n-no-such-package-is-removed-here\n",
     );
     d.write(
-        "lists/sub/net.pkglist",
-        "isc-dhcp-client\nnfs-common\n# comment\nwget,cpio\ngzip\nxz-utils\niproute2\nbusybox-static\ngawk\nopenssh-server\n",
+        "lists/sub/boot.pkglist",
+        "# getcap and setcap, for the boot test's capability check\nlibcap2-bin\n",
     );
     let repo = d.path().join("otherpkgs/test");
     std::fs::create_dir_all(&repo).unwrap();
@@ -296,23 +441,9 @@ fn make_fixture() -> Result<Fixture, String> {
         "lists/compute.otherpkgs.pkglist",
         "test/xcat-imaged-test-a\n#NEW_INSTALL_LIST#\n-xcat-imaged-test-a\ntest/xcat-imaged-test-b\n",
     );
-    d.write(
-        "post/compute.postinstall",
-        "#!/bin/sh\n# genimage test postinstall: arguments and IMG_* environment\necho \"postinstall $1 $2 $3 $4 $5 $6\"\nprintf '%s\\n' \"args=$2 $3 $4 $5 $6\" \"IMG_NAME=$IMG_NAME\" \"IMG_ROOTIMGDIR=$IMG_ROOTIMGDIR\" \"IMG_PROFILE=$IMG_PROFILE\" > \"$1/etc/genimage-test-postinstall\"\n",
-    );
-    std::fs::set_permissions(
-        d.path().join("post/compute.postinstall"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    d.defs(&format!(
-        "{NAME}:\n    objtype=osimage\n    imagetype=linux\n    osarch=x86_64\n    osvers={osvers}\n    profile=compute\n    provmethod=netboot\n    environvar=DEBOOTSTRAP_VARIANT=minbase,APT_INSTALL_RECOMMENDS=no\n    pkglist={}\n    otherpkglist={}\n    otherpkgdir={}\n    pkgdir={mirror}\n    postinstall={} one two\n    rootimgdir={}\n    nodebootif=eth0\n",
-        d.path().join("lists/compute.pkglist").display(),
-        d.path().join("lists/compute.otherpkgs.pkglist").display(),
-        d.path().join("otherpkgs").display(),
-        d.path().join("post/compute.postinstall").display(),
-        dir.display(),
-    ));
+    let post = d.write("post/genimage-test.postinstall", TEST_POSTINSTALL);
+    std::fs::set_permissions(post, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(d.defs_path(), example_defs(&d, &mirror, &osvers)).unwrap();
     let xcatroot = d.path().join("xcatroot");
     let none = d.path().join("no-xcat-here");
 
@@ -395,9 +526,15 @@ fn make_fixture() -> Result<Fixture, String> {
     c.env("XCATROOT", &xcatroot);
     let onlyinitrd = Output::of(c);
 
-    // 4. packimage.
+    // 4. packimage, as the example is packed (its exlist); the archive is moved aside, since
+    // the boot test packs the same rootimgdir again (each pack removes the other rootimg.*).
     let pack = d.run("packimage", &[NAME]);
-    Ok(Fixture {
+    let example_pack = d.path().join("packs/example/rootimg.cpio.gz");
+    std::fs::create_dir_all(example_pack.parent().unwrap()).unwrap();
+    if pack.code == 0 {
+        std::fs::rename(dir.join("rootimg.cpio.gz"), &example_pack).map_err(|e| e.to_string())?;
+    }
+    let f = Fixture {
         d,
         dir,
         xcatroot,
@@ -411,6 +548,68 @@ fn make_fixture() -> Result<Fixture, String> {
         build_secs,
         onlyinitrd,
         pack,
+        example_pack,
+    };
+    if std::env::var_os(KEEP_ENV).is_some() {
+        save_fixture(&f);
+    }
+    Ok(f)
+}
+
+/// Where [`KEEP_ENV`] keeps what the build printed, for the next run.
+fn saved_path(d: &Dir) -> PathBuf {
+    d.path().join("fixture.json")
+}
+
+fn save_fixture(f: &Fixture) {
+    let out =
+        |o: &Output| serde_json::json!({"code": o.code, "stdout": o.stdout, "stderr": o.stderr});
+    let v = serde_json::json!({
+        "dir": f.dir, "xcatroot": f.xcatroot, "example_pack": f.example_pack,
+        "cancel": out(&f.cancel), "build": out(&f.build), "onlyinitrd": out(&f.onlyinitrd),
+        "pack": out(&f.pack), "build_secs": f.build_secs,
+        "seen_mounts": f.seen_mounts, "after_cancel_mounts": f.after_cancel_mounts,
+        "after_cancel_processes": f.after_cancel_processes,
+        "after_cancel_tree": f.after_cancel_tree,
+        "lock_free_after_cancel": f.lock_free_after_cancel,
+    });
+    std::fs::write(saved_path(&f.d), v.to_string()).unwrap();
+}
+
+/// A fixture an earlier run left in [`KEEP_ENV`]'s directory, if it finished.
+fn load_fixture(d: &Dir) -> Option<Fixture> {
+    let text = std::fs::read_to_string(saved_path(d)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let list = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let out = |k: &str| Output {
+        code: v[k]["code"].as_i64().unwrap_or(-1) as i32,
+        stdout: v[k]["stdout"].as_str().unwrap_or_default().to_string(),
+        stderr: v[k]["stderr"].as_str().unwrap_or_default().to_string(),
+    };
+    Some(Fixture {
+        d: Dir::at(d.path()),
+        dir: s("dir").into(),
+        xcatroot: s("xcatroot").into(),
+        cancel: out("cancel"),
+        seen_mounts: list("seen_mounts"),
+        after_cancel_mounts: list("after_cancel_mounts"),
+        after_cancel_processes: list("after_cancel_processes"),
+        after_cancel_tree: list("after_cancel_tree"),
+        lock_free_after_cancel: v["lock_free_after_cancel"].as_bool().unwrap_or(false),
+        build: out("build"),
+        build_secs: v["build_secs"].as_f64().unwrap_or(0.0),
+        onlyinitrd: out("onlyinitrd"),
+        pack: out("pack"),
+        example_pack: s("example_pack").into(),
     })
 }
 
@@ -536,6 +735,11 @@ fn genimage_builds_a_bootable_debian_tree() {
             .flatten()
             .all(|e| !e.file_name().to_string_lossy().ends_with(".deb")))
     );
+    assert_eq!(
+        read("etc/motd"),
+        format!("Built by xcat-imaged genimage: {NAME}\n"),
+        "the example's own postinstall ran first"
+    );
     let post = read("etc/genimage-test-postinstall");
     assert!(
         post.contains(&format!("args={} x86_64 compute one two", host_osvers())),
@@ -628,8 +832,20 @@ fn genimage_writes_the_definition_back() {
     assert_eq!(row["permission"], "755");
     assert_eq!(row["pkgdir"], host_mirror());
     assert_eq!(row["rootimgdir"], f.dir.display().to_string());
-    assert!(row["pkglist"].ends_with("lists/compute.pkglist"));
-    assert!(row["postinstall"].ends_with("compute.postinstall one two"));
+    assert!(
+        row["pkglist"].ends_with(&format!(
+            "examples/debian-image/compute.pkglist,{}",
+            f.d.path().join("lists/test.pkglist").display()
+        )),
+        "{}",
+        row["pkglist"]
+    );
+    assert!(
+        row["postinstall"].contains("examples/debian-image/compute.postinstall,")
+            && row["postinstall"].ends_with("genimage-test.postinstall one two"),
+        "{}",
+        row["postinstall"]
+    );
     // The --onlyinitrd run's -n went back as the plugin does it.
     assert_eq!(row["netdrivers"], "virtio_net,e1000");
     let copies = f.d.tftp().join("xcat/osimage").join(NAME);
@@ -652,7 +868,8 @@ fn genimage_leaves_no_mount_and_no_process() {
         "nothing in our mount table"
     );
     assert!(mounts_anywhere_under(f.d.path()).is_empty());
-    assert!(processes_under(f.d.path()).is_empty());
+    let left = processes_under(f.d.path());
+    assert!(left.is_empty(), "{left:?}");
     assert!(!f.dir.join(".rootimg.genimage-partial").exists());
     let names: Vec<String> = std::fs::read_dir(f.dir.join("rootimg/tmp"))
         .unwrap()
@@ -720,11 +937,11 @@ fn genimage_onlyinitrd_uses_the_xcat_dracut_module() {
 fn packimage_packs_the_built_image_and_a_node_can_unpack_it() {
     let Some(f) = fixture() else { return };
     assert_eq!(f.pack.code, 0, "{:?}", f.pack);
-    let archive = f.dir.join("rootimg.cpio.gz");
+    let archive = &f.example_pack;
     let into = tempfile::tempdir().unwrap();
     let mut gz = Command::new("gzip")
         .arg("-cd")
-        .arg(&archive)
+        .arg(archive)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -745,6 +962,13 @@ fn packimage_packs_the_built_image_and_a_node_can_unpack_it() {
         "packimage's injection"
     );
     assert!(r.join("lib/modules").is_dir());
+    // The example's exlist.
+    assert!(!r.join("usr/share/doc").exists(), "no documentation");
+    assert!(r.join("usr/share/man").is_dir() && !r.join("usr/share/man/man1").exists());
+    assert!(
+        std::fs::read_dir(r.join("boot")).unwrap().next().is_none(),
+        "/boot is empty"
+    );
 }
 
 #[test]

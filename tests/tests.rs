@@ -45,3 +45,7 @@ mod bad_input;
 
 // No shell: the sources (engine, plugin, bridge) and, under strace, what really runs.
 mod no_shell;
+
+// The example image boots under QEMU (TCG, no network) from each packimage format through a
+// loader doing what xCAT's xcatroot does; its initrd-stateless.gz starts dracut (root only).
+mod boot;

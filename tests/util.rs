@@ -38,7 +38,7 @@ pub fn skip(why: &str) -> bool {
 
 /// A temp directory with `install/`, `tftpboot/`, `locks/` and a definitions file.
 pub struct Dir {
-    _tmp: tempfile::TempDir,
+    _tmp: Option<tempfile::TempDir>,
     root: PathBuf,
 }
 
@@ -52,7 +52,20 @@ impl Dir {
         for d in ["install", "tftpboot", "locks"] {
             std::fs::create_dir_all(root.join(d)).expect("mkdir");
         }
-        Dir { _tmp: tmp, root }
+        Dir {
+            _tmp: Some(tmp),
+            root,
+        }
+    }
+
+    /// The same layout in an existing directory that outlives the test (a developer's
+    /// persistent fixture); created if missing, never removed.
+    pub fn at(dir: &Path) -> Dir {
+        for d in ["install", "tftpboot", "locks"] {
+            std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+        }
+        let root = dir.canonicalize().expect("canonical dir");
+        Dir { _tmp: None, root }
     }
 
     pub fn path(&self) -> &Path {
