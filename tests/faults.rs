@@ -8,7 +8,9 @@
 //! Each test prints a `faults:` line with what it injected (`--nocapture` shows them; the
 //! counts in docs/reliability.md come from there).
 
-use crate::util::{cmd_exists, is_root, skip, Dir, Output};
+use crate::util::{
+    cmd_exists, host_mirror, is_root, mounts_anywhere_under, reachable, skip, Dir, Output,
+};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -913,66 +915,6 @@ fn a_file_changing_while_packed_is_an_error_never_a_corrupt_image() {
 
 // ---- genimage ------------------------------------------------------------------------------
 
-/// The Debian mirror of the host's apt sources, else deb.debian.org.
-fn host_mirror() -> String {
-    let mut texts = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in rd.flatten() {
-            if e.path().extension().is_some_and(|x| x == "sources") {
-                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    texts
-        .iter()
-        .flat_map(|t| t.lines())
-        .filter_map(|l| l.strip_prefix("URIs:"))
-        .flat_map(str::split_whitespace)
-        .map(|u| u.trim_end_matches('/'))
-        .find(|u| u.starts_with("http") && u.ends_with("/debian"))
-        .unwrap_or("http://deb.debian.org/debian")
-        .to_string()
-}
-
-fn mirror_reachable(url: &str) -> bool {
-    use std::net::{TcpStream, ToSocketAddrs};
-    let host = url
-        .split("://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or("");
-    let addr = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok())
-}
-
-/// Mounts at or under `dir` in any process's mount table.
-fn mounts_anywhere_under(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(text) = std::fs::read(e.path().join("mountinfo")) else {
-            continue;
-        };
-        let Ok(mounts) = xcat_imaged::fs::mountinfo::parse(&text) else {
-            continue;
-        };
-        for m in xcat_imaged::fs::mountinfo::under(&mounts, dir) {
-            found.push(format!("pid {pid}: {}", m.mount_point.display()));
-        }
-    }
-    found
-}
-
 /// Processes whose root or working directory is under `dir`, or that name it.
 fn processes_under(dir: &Path) -> Vec<String> {
     let mut found = processes_naming(dir);
@@ -1076,7 +1018,7 @@ fn genimage_sigkill_in_its_early_phases_leaves_no_mount_and_the_rerun_starts_cle
     if std::env::consts::ARCH != "x86_64" && skip("the test image is x86_64") {
         return;
     }
-    if !mirror_reachable(&mirror) && skip(&format!("the Debian mirror {mirror} is not reachable")) {
+    if !reachable(&mirror) && skip(&format!("the Debian mirror {mirror} is not reachable")) {
         return;
     }
     let t0 = Instant::now();

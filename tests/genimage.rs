@@ -7,9 +7,10 @@
 //! Needs root, debootstrap and the mirror; otherwise the tests say why they skip. Fast checks
 //! (options, refusals, the dry run) run without the network.
 
-use crate::util::{cmd_exists, is_root, skip, Dir, Output};
+use crate::util::{
+    cmd_exists, host_mirror, is_root, mounts_anywhere_under, reachable, skip, Dir, Output,
+};
 use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -17,41 +18,6 @@ use std::time::{Duration, Instant};
 
 /// The example's image name.
 pub(crate) const NAME: &str = "debian-x86_64-netboot-compute";
-
-/// The mirror of the host's apt sources (read at test time), else deb.debian.org.
-fn host_mirror() -> String {
-    let mut texts = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in rd.flatten() {
-            if e.path().extension().is_some_and(|x| x == "sources") {
-                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    for t in &texts {
-        for l in t.lines() {
-            if let Some(uris) = l.strip_prefix("URIs:") {
-                for u in uris.split_whitespace() {
-                    if u.starts_with("http") && u.trim_end_matches('/').ends_with("/debian") {
-                        return u.trim_end_matches('/').to_string();
-                    }
-                }
-            }
-        }
-    }
-    let list = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    for l in list.lines() {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        if w.first() == Some(&"deb") {
-            if let Some(u) = w.iter().find(|u| u.starts_with("http")) {
-                if u.trim_end_matches('/').ends_with("/debian") {
-                    return u.trim_end_matches('/').to_string();
-                }
-            }
-        }
-    }
-    "http://deb.debian.org/debian".into()
-}
 
 /// `debian<major>` of the host, or debian12.
 fn host_osvers() -> String {
@@ -65,23 +31,6 @@ fn host_osvers() -> String {
         (Some(id), Some(v)) if id == "debian" && v.parse::<u32>().is_ok() => format!("debian{v}"),
         _ => "debian12".into(),
     }
-}
-
-fn reachable(url: &str) -> bool {
-    let host = url
-        .split("://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or("");
-    let addr = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok())
 }
 
 /// Why the real build cannot run here, if it cannot.
@@ -99,27 +48,6 @@ fn cannot_build(mirror: &str) -> Option<String> {
         return Some(format!("the Debian mirror {mirror} is not reachable"));
     }
     None
-}
-
-/// Processes whose mount table shows something at or under `dir`, and what.
-fn mounts_anywhere_under(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(text) = std::fs::read(e.path().join("mountinfo")) else {
-            continue;
-        };
-        let Ok(mounts) = xcat_imaged::fs::mountinfo::parse(&text) else {
-            continue;
-        };
-        for m in xcat_imaged::fs::mountinfo::under(&mounts, dir) {
-            found.push(format!("pid {pid}: {}", m.mount_point.display()));
-        }
-    }
-    found
 }
 
 /// Whether `pid` is this test process or one it started (directly or not): what other tests

@@ -12,7 +12,7 @@
 //! Needs root, dnf / zypper, rpmbuild, createrepo_c, modifyrepo_c and busybox; skipped with
 //! the reason otherwise.
 
-use crate::util::{bin, cmd_exists, is_root, skip, Dir, Output};
+use crate::util::{bin, cmd_exists, is_root, mounts_anywhere_under, skip, Dir, Output};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -254,27 +254,6 @@ fn repos() -> &'static Repos {
         let _ = REPOS_SECS.set(t.elapsed().as_secs_f64());
         r
     })
-}
-
-/// Processes whose mount table shows something at or under `dir`, and what.
-fn mounts_anywhere_under(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(text) = std::fs::read(e.path().join("mountinfo")) else {
-            continue;
-        };
-        let Ok(mounts) = xcat_imaged::fs::mountinfo::parse(&text) else {
-            continue;
-        };
-        for m in xcat_imaged::fs::mountinfo::under(&mounts, dir) {
-            found.push(format!("pid {pid}: {}", m.mount_point.display()));
-        }
-    }
-    found
 }
 
 /// Processes whose root or working directory is under `dir`.

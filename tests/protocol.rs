@@ -223,12 +223,13 @@ fn bad_lines_after_the_request_are_protocol_errors() {
 
 #[test]
 fn unimplemented_commands_say_how_to_switch_back() {
-    // Every command is implemented; genimage of a family it does not build yet (RHEL, SLES)
-    // says how to hand genimage back to xCAT, after reading the tables over the wire.
+    // Every command is implemented; genimage of an OS family xCAT has no genimage script for
+    // either (centos-stream) says how to hand genimage back to xCAT, after reading the tables
+    // over the wire.
     let d = Dir::new();
     let pkglist = d.write("compute.pkglist", "bash\n");
     d.defs(&format!(
-        "rhels9-x86_64-netboot-compute:\n    objtype=osimage\n    imagetype=linux\n    osarch=x86_64\n    osvers=rhels9.4\n    profile=compute\n    provmethod=netboot\n    pkglist={}\n",
+        "rhels9-x86_64-netboot-compute:\n    objtype=osimage\n    imagetype=linux\n    osarch=x86_64\n    osvers=centos-stream9\n    profile=compute\n    provmethod=netboot\n    pkglist={}\n",
         pkglist.display()
     ));
     let mut defs = d.read_defs();

@@ -370,3 +370,79 @@ pub fn answer_from(defs: &mut Defs) -> impl FnMut(&Call) -> Reply + '_ {
         }
     }
 }
+
+/// The mirror of the host's apt sources (read at test time), else deb.debian.org.
+pub fn host_mirror() -> String {
+    let mut texts = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in rd.flatten() {
+            if e.path().extension().is_some_and(|x| x == "sources") {
+                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    for t in &texts {
+        for l in t.lines() {
+            if let Some(uris) = l.strip_prefix("URIs:") {
+                for u in uris.split_whitespace() {
+                    if u.starts_with("http") && u.trim_end_matches('/').ends_with("/debian") {
+                        return u.trim_end_matches('/').to_string();
+                    }
+                }
+            }
+        }
+    }
+    let list = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    for l in list.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.first() == Some(&"deb") {
+            if let Some(u) = w.iter().find(|u| u.starts_with("http")) {
+                if u.trim_end_matches('/').ends_with("/debian") {
+                    return u.trim_end_matches('/').to_string();
+                }
+            }
+        }
+    }
+    "http://deb.debian.org/debian".into()
+}
+
+/// Whether a TCP connection to the URL's host (port 80 unless given) opens within 5 s.
+pub fn reachable(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("");
+    let addr = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok()
+        })
+}
+
+/// Mounts at or under `dir` in any process's mount table, with the pid.
+pub fn mounts_anywhere_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(text) = std::fs::read(e.path().join("mountinfo")) else {
+            continue;
+        };
+        let Ok(mounts) = xcat_imaged::fs::mountinfo::parse(&text) else {
+            continue;
+        };
+        for m in xcat_imaged::fs::mountinfo::under(&mounts, dir) {
+            found.push(format!("pid {pid}: {}", m.mount_point.display()));
+        }
+    }
+    found
+}
