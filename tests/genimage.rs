@@ -8,7 +8,8 @@
 //! (options, refusals, the dry run) run without the network.
 
 use crate::util::{
-    cmd_exists, host_mirror, is_root, mounts_anywhere_under, reachable, skip, Dir, Output,
+    cmd_exists, cpio_names, host_mirror, is_root, mounts_anywhere_under, reachable, skip, Dir,
+    Output,
 };
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -539,29 +540,6 @@ fn load_fixture(d: &Dir) -> Option<Fixture> {
         pack: out("pack"),
         example_pack: s("example_pack").into(),
     })
-}
-
-/// The member names of a gzip'd cpio (the kernel unpacks what `cpio -t` lists).
-fn cpio_names(archive: &Path) -> Vec<String> {
-    let mut gz = Command::new("gzip")
-        .arg("-cd")
-        .arg(archive)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut c = Command::new("cpio");
-    c.args(["-t", "--quiet"]).stdin(gz.stdout.take().unwrap());
-    let o = Output::of(c);
-    assert!(
-        gz.wait().unwrap().success(),
-        "{} is not gzip",
-        archive.display()
-    );
-    assert_eq!(o.code, 0, "{} is not a cpio: {o:?}", archive.display());
-    o.stdout
-        .lines()
-        .map(|l| l.trim_start_matches("./").to_string())
-        .collect()
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! Needs root, dnf / zypper, rpmbuild, createrepo_c, modifyrepo_c and busybox; skipped with
 //! the reason otherwise.
 
-use crate::util::{bin, cmd_exists, is_root, mounts_anywhere_under, skip, Dir, Output};
+use crate::util::{bin, cmd_exists, cpio_names, is_root, mounts_anywhere_under, skip, Dir, Output};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -285,26 +285,6 @@ fn rpm_names(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = o.stdout.lines().map(str::to_string).collect();
     v.sort();
     v
-}
-
-/// Member names of a gzip'd cpio.
-fn cpio_names(archive: &Path) -> Vec<String> {
-    let mut gz = Command::new("gzip")
-        .arg("-cd")
-        .arg(archive)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut c = Command::new("cpio");
-    c.args(["-t", "--quiet"]).stdin(gz.stdout.take().unwrap());
-    let o = Output::of(c);
-    assert!(
-        gz.wait().unwrap().success(),
-        "{} is gzip",
-        archive.display()
-    );
-    assert_eq!(o.code, 0, "{} is a cpio: {o:?}", archive.display());
-    o.stdout.lines().map(str::to_string).collect()
 }
 
 /// One test image definition: a management-node directory with lists, postinstall, defs.

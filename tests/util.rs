@@ -446,3 +446,26 @@ pub fn mounts_anywhere_under(dir: &Path) -> Vec<String> {
     }
     found
 }
+
+/// The member names of a gzip'd cpio (the kernel unpacks what `cpio -t` lists).
+pub fn cpio_names(archive: &Path) -> Vec<String> {
+    let mut gz = std::process::Command::new("gzip")
+        .arg("-cd")
+        .arg(archive)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut c = std::process::Command::new("cpio");
+    c.args(["-t", "--quiet"]).stdin(gz.stdout.take().unwrap());
+    let o = Output::of(c);
+    assert!(
+        gz.wait().unwrap().success(),
+        "{} is not gzip",
+        archive.display()
+    );
+    assert_eq!(o.code, 0, "{} is not a cpio: {o:?}", archive.display());
+    o.stdout
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_string())
+        .collect()
+}
